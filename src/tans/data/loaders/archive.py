@@ -1,0 +1,199 @@
+"""Load a ``.zip`` of an ImageFolder, extracted safely into the tans cache."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import stat
+import uuid
+import zipfile
+from dataclasses import replace
+from pathlib import Path, PurePosixPath
+from typing import NoReturn
+
+from tans._errors import TansError
+from tans.data.dataset import Dataset
+from tans.data.loaders._common import META_FILE, list_dir, provenance, read_meta, require_path
+from tans.data.loaders.folder import load_imagefolder
+from tans.paths import cache_dir
+
+__all__ = ["MAX_ZIP_BYTES", "extract_zip", "load_zip"]
+
+# A .zip may expand to at most this many bytes (guards against zip bombs).
+MAX_ZIP_BYTES = 4 * 2**30
+
+
+def load_zip(
+    path: str | os.PathLike,
+    *,
+    image_size: int | None = None,
+    channels: int | None = None,
+    name: str | None = None,
+    max_pixels: int | None = None,
+    max_bytes: int = MAX_ZIP_BYTES,
+) -> Dataset:
+    """Load a ``.zip`` of an ImageFolder (see :func:`load_imagefolder`), extracted safely.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The zip file.
+    image_size, channels, max_pixels
+        As for :func:`load_imagefolder`.
+    name : str, optional
+        Dataset name (default: the zip file's stem).
+    max_bytes : int
+        Refuse archives that would expand to more bytes than this.
+
+    Returns
+    -------
+    Dataset
+        With ``source`` the zip's absolute path.
+
+    Raises
+    ------
+    TansError
+        For an unsafe or damaged archive, or any problem :func:`load_imagefolder` raises for.
+    """
+    path = require_path(path)
+    root = extract_zip(path, max_bytes=max_bytes)
+    name = name or provenance(path, read_meta(root), None)["name"]
+    dataset = load_imagefolder(
+        root, image_size=image_size, channels=channels, name=name, max_pixels=max_pixels
+    )
+    return replace(dataset, source=str(path.absolute()))
+
+
+def extract_zip(path: str | os.PathLike, *, max_bytes: int = MAX_ZIP_BYTES) -> Path:
+    """Extract a zip into ``cache_dir("zips")/<sha256 of the zip>`` and return the dataset root.
+
+    Every entry is checked before anything is written: absolute paths, ``..`` that would leave
+    the target, symbolic links and a total size above ``max_bytes`` are refused. ``__MACOSX``
+    and hidden entries are skipped. Extraction goes to a temporary folder renamed into place, so
+    a crash or a second process never leaves a half-extracted cache entry. When the archive holds a
+    single top-level folder, the root is that folder.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The zip file.
+    max_bytes : int
+        Largest total uncompressed size allowed.
+
+    Returns
+    -------
+    Path
+        The extracted folder to load as an ImageFolder.
+
+    Raises
+    ------
+    TansError
+        For a damaged, unsafe or too large archive.
+    """
+    path = require_path(path)
+    digest = _sha256(path)
+    target = cache_dir("zips") / digest
+    if not target.is_dir():
+        try:
+            with zipfile.ZipFile(path) as zf:
+                members = _safe_members(zf, path, max_bytes)
+                tmp = target.with_name(f".{digest}.tmp-{uuid.uuid4().hex[:8]}")
+                tmp.mkdir()
+                try:
+                    _extract_members(zf, members, tmp, path, max_bytes)
+                    try:
+                        tmp.rename(target)
+                    except OSError:
+                        if not target.is_dir():  # not a concurrent extraction of the same zip
+                            raise
+                finally:
+                    if tmp.exists():
+                        shutil.rmtree(tmp, ignore_errors=True)
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError) as exc:
+            raise TansError(
+                f"Cannot read {str(path)!r} as a zip archive ({' '.join(str(exc).split())}); expected a "
+                "valid .zip of an ImageFolder: re-create the archive."
+            ) from exc
+    root = target
+    while True:  # descend into a single top-level folder (zip of "mydata/<class>/...")
+        dirs, files = list_dir(root)
+        if len(dirs) == 1 and not files and not (root / META_FILE).exists():
+            root = dirs[0]
+        else:
+            return root
+
+
+_Member = tuple[zipfile.ZipInfo, PurePosixPath]  # an archive entry and where it will be written
+
+
+def _safe_members(zf: zipfile.ZipFile, path: Path, max_bytes: int) -> list[_Member]:
+    """Every entry with the relative path it will get; raises on any unsafe entry."""
+    members = []
+    total = 0
+    for info in zf.infolist():
+        raw = info.filename.replace("\\", "/")
+        parts = PurePosixPath(raw).parts
+        if raw.startswith("/") or (parts and re.fullmatch(r"[A-Za-z]:", parts[0])):
+            _unsafe(path, info.filename, "an absolute path")
+        clean: list[str] = []
+        for part in parts:
+            if part == "..":
+                if not clean:
+                    _unsafe(path, info.filename, "a '..' that leaves the extraction folder")
+                clean.pop()
+            elif part not in (".", ""):
+                clean.append(part)
+        mode = info.external_attr >> 16
+        if stat.S_ISLNK(mode):
+            _unsafe(path, info.filename, "a symbolic link")
+        if not clean or clean[0] == "__MACOSX" or any(p.startswith(".") for p in clean):
+            continue  # Finder resource forks and hidden files are never data
+        total += info.file_size
+        if total > max_bytes:
+            _too_large(path, max_bytes)
+        members.append((info, PurePosixPath(*clean)))
+    return members
+
+
+def _unsafe(path: Path, entry: str, what: str) -> NoReturn:
+    raise TansError(
+        f"Refusing zip {str(path)!r}: entry {entry!r} is {what}, which could write outside the "
+        "extraction folder; expected relative paths inside the archive: re-create it from the "
+        "dataset folder (e.g. 'cd parent && zip -r data.zip data')."
+    )
+
+
+def _too_large(path: Path, max_bytes: int) -> NoReturn:
+    raise TansError(
+        f"Zip {str(path)!r} expands to more than {max_bytes:,} bytes; expected a smaller "
+        "archive: unpack it yourself and pass the folder, or raise max_bytes."
+    )
+
+
+def _extract_members(
+    zf: zipfile.ZipFile, members: list[_Member], dest: Path, path: Path, max_bytes: int
+) -> None:
+    """Write the checked entries under ``dest``, counting real bytes (headers can lie)."""
+    written = 0
+    for info, rel in members:
+        out = dest.joinpath(*rel.parts)
+        if info.is_dir():  # kept, so an empty class folder is reported as such
+            out.mkdir(parents=True, exist_ok=True)
+            continue
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with zf.open(info) as src, open(out, "wb") as dst:
+            while chunk := src.read(1 << 20):
+                written += len(chunk)
+                if written > max_bytes:
+                    _too_large(path, max_bytes)
+                dst.write(chunk)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,286 @@
+"""Move zoo entries between machines as one tar archive.
+
+An archive holds exactly ``manifest.json`` (format, version, the entries as JSON) and one
+``weights/<id>.safetensors`` per entry. Import trusts nothing in it: every member name and type is
+checked before anything is read, every weights file must match the manifest's sha256 and parse as
+safetensors, and only then are the entries added (append-only: ids already in the zoo are
+skipped). Nothing is ever extracted to disk by the tar module, and nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import tarfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tans._errors import TansError
+from tans.zoo.entry import ZooEntry
+from tans.zoo.store import SCHEMA_VERSION, WEIGHTS_DIR, WEIGHTS_SUFFIX, Zoo, check_safetensors
+
+__all__ = ["export_zoo", "import_zoo", "ImportReport", "ARCHIVE_FORMAT"]
+
+ARCHIVE_FORMAT = "tans-zoo-archive"
+ARCHIVE_VERSION = 1
+MANIFEST = "manifest.json"
+# A manifest is metadata only; anything larger is not one of ours.
+MAX_MANIFEST_BYTES = 256 << 20
+_WEIGHTS_MEMBER = re.compile(
+    rf"{WEIGHTS_DIR}/([A-Za-z0-9][A-Za-z0-9._-]{{0,127}}){re.escape(WEIGHTS_SUFFIX)}"
+)
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What :func:`import_zoo` did.
+
+    Parameters
+    ----------
+    added : tuple of str
+        Ids added to the zoo.
+    skipped : tuple of str
+        Ids already in the zoo (left untouched).
+    """
+
+    added: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return {"added": list(self.added), "skipped": list(self.skipped)}
+
+    def summary(self) -> str:
+        """One line for people."""
+        return f"imported {len(self.added)} entries, skipped {len(self.skipped)} already present"
+
+
+def export_zoo(
+    zoo: Zoo, out_path: str | os.PathLike[str], *, ids: Iterable[str] | None = None
+) -> Path:
+    """Write entries and their weights into one tar archive.
+
+    Parameters
+    ----------
+    zoo : Zoo
+        The source zoo.
+    out_path : str or Path
+        The archive to write (conventionally ``*.tar``); written to a temporary name first and
+        moved into place when complete.
+    ids : iterable of str, optional
+        The entries to export; all by default.
+
+    Returns
+    -------
+    Path
+        ``out_path``.
+
+    Raises
+    ------
+    TansError
+        When an id is unknown or an entry's weights are missing or tampered (nothing is
+        exported then).
+    """
+    out = Path(out_path).expanduser()
+    entries = zoo.entries() if ids is None else [zoo.get(i) for i in dict.fromkeys(ids)]
+    manifest = {
+        "format": ARCHIVE_FORMAT,
+        "version": ARCHIVE_VERSION,
+        "schema_version": SCHEMA_VERSION,
+        "entries": [e.to_dict() for e in entries],
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    now = int(time.time())
+    try:
+        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+            _add_member(tar, MANIFEST, json.dumps(manifest, indent=1).encode(), now)
+            for entry in entries:
+                data = zoo.read_weights(entry.id)  # refuses missing or tampered weights
+                _add_member(tar, f"{WEIGHTS_DIR}/{entry.id}{WEIGHTS_SUFFIX}", data, now)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def _add_member(tar: tarfile.TarFile, name: str, data: bytes, mtime: int) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = len(data), 0o644, mtime
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _check_members(members: list[tarfile.TarInfo], archive: Path) -> dict[str, tarfile.TarInfo]:
+    """Refuse the archive unless it holds only the manifest and weights files; return id -> member."""
+
+    def refuse(member: tarfile.TarInfo, why: str) -> TansError:
+        return TansError(
+            f"refusing archive {archive}: member {member.name!r} {why}; a zoo archive holds only "
+            f"{MANIFEST} and {WEIGHTS_DIR}/<id>{WEIGHTS_SUFFIX} files (make one with 'tans zoo export')."
+        )
+
+    weights: dict[str, tarfile.TarInfo] = {}
+    seen: set[str] = set()
+    for m in members:
+        name = m.name[2:] if m.name.startswith("./") else m.name  # as written by `tar -C dir .`
+        parts = name.split("/")
+        if name.startswith("/") or re.match(r"[A-Za-z]:", name) or "\\" in name:
+            raise refuse(m, "has an absolute or non-POSIX path")
+        if ".." in parts:
+            raise refuse(m, "points outside the archive ('..')")
+        if m.issym() or m.islnk():
+            raise refuse(m, f"is a link (to {m.linkname!r})")
+        if m.isdir() and name.rstrip("/") in ("", ".", WEIGHTS_DIR):
+            continue  # the directories of the allowed files carry nothing
+        if not m.isfile():
+            raise refuse(m, "is not a regular file")
+        if name in seen:
+            raise refuse(m, "appears twice")
+        seen.add(name)
+        if name == MANIFEST:
+            continue
+        match = _WEIGHTS_MEMBER.fullmatch(name)
+        if match is None:
+            raise refuse(m, "is not an allowed file (pickles and other formats are never imported)")
+        weights[match.group(1)] = m
+    if MANIFEST not in seen:
+        raise TansError(
+            f"refusing archive {archive}: it has no {MANIFEST}; make zoo archives with 'tans zoo export'."
+        )
+    return weights
+
+
+def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    fh = tar.extractfile(member)  # a regular file (checked), read into memory, never extracted
+    if fh is None:
+        raise TansError(f"could not read member {member.name!r} of the archive.")
+    with fh:
+        return fh.read()
+
+
+def _read_manifest(tar: tarfile.TarFile, member: tarfile.TarInfo, archive: Path) -> list[ZooEntry]:
+    if member.size > MAX_MANIFEST_BYTES:
+        raise TansError(
+            f"refusing archive {archive}: {MANIFEST} is {member.size} bytes, too large for metadata."
+        )
+    try:
+        manifest = json.loads(_read_member(tar, member))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TansError(f"refusing archive {archive}: {MANIFEST} is not valid JSON ({exc}).") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != ARCHIVE_FORMAT:
+        raise TansError(
+            f"refusing archive {archive}: expected a {MANIFEST} with format {ARCHIVE_FORMAT!r}, got "
+            f"{manifest.get('format') if isinstance(manifest, dict) else type(manifest).__name__!r}."
+        )
+    if manifest.get("version") != ARCHIVE_VERSION or not isinstance(manifest.get("entries"), list):
+        raise TansError(
+            f"refusing archive {archive}: expected archive version {ARCHIVE_VERSION} with a list of "
+            f"entries, got version {manifest.get('version')!r}; export it again with this tans."
+        )
+    try:
+        entries = [ZooEntry.from_dict(e) for e in manifest["entries"]]
+    except (TypeError, ValueError) as exc:
+        raise TansError(f"refusing archive {archive}: a manifest entry is malformed ({exc}).") from None
+    except TansError as exc:
+        raise TansError(f"refusing archive {archive}: {exc}") from None
+    return entries
+
+
+def import_zoo(zoo: Zoo, archive_path: str | os.PathLike[str]) -> ImportReport:
+    """Add the entries of an archive made by :func:`export_zoo` to ``zoo``.
+
+    The whole archive is validated before anything is added; any problem refuses all of it.
+
+    Parameters
+    ----------
+    zoo : Zoo
+        The destination zoo.
+    archive_path : str or Path
+        A tar archive (plain or compressed).
+
+    Returns
+    -------
+    ImportReport
+        Which ids were added and which were already present.
+
+    Raises
+    ------
+    TansError
+        When the archive is not a tar file; holds a member other than ``manifest.json`` and
+        ``weights/<id>.safetensors`` regular files (absolute paths, ``..``, links, devices,
+        pickles...); its manifest and weights files do not correspond; a weights file does not
+        match its sha256 or does not parse as safetensors; or an id in it is already stored in
+        ``zoo`` for a different build unit.
+    """
+    archive = Path(archive_path).expanduser()
+    if not archive.is_file():
+        raise TansError(f"expected a zoo archive file, got {archive} which does not exist.")
+    try:
+        tar = tarfile.open(archive, "r:*")
+    except tarfile.TarError as exc:
+        raise TansError(f"expected a tar archive made by 'tans zoo export', got {archive} ({exc}).") from None
+    with tar:
+        try:
+            members = tar.getmembers()
+        except tarfile.TarError as exc:
+            raise TansError(f"refusing archive {archive}: it is damaged ({exc}).") from None
+        weights = _check_members(members, archive)
+        manifest_member = next(m for m in members if m.isfile() and m.name.removeprefix("./") == MANIFEST)
+        entries = _read_manifest(tar, manifest_member, archive)
+
+        ids = [e.id for e in entries]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        no_weights = sorted(set(ids) - set(weights))
+        no_entry = sorted(set(weights) - set(ids))
+        if dupes or no_weights or no_entry:
+            raise TansError(
+                f"refusing archive {archive}: its manifest and weights do not correspond (duplicate "
+                f"ids {dupes}, entries without weights {no_weights}, weights without entry "
+                f"{no_entry}); export it again."
+            )
+
+        # first pass: check everything, so a bad archive adds nothing
+        skipped = []
+        for entry in entries:
+            data = _read_member(tar, weights[entry.id])
+            _check_weights(entry, data, archive)
+            if entry.id in zoo:
+                zoo._check_same_unit(zoo.get(entry.id), entry)
+                skipped.append(entry.id)
+        # second pass: add, re-checking the bytes actually stored
+        added = []
+        for entry in entries:
+            if entry.id in skipped:
+                continue
+            if entry.id in zoo:  # added by another writer meanwhile
+                skipped.append(entry.id)
+                continue
+            data = _read_member(tar, weights[entry.id])
+            _check_weights(entry, data, archive)
+            zoo._add_serialized(entry, data)
+            added.append(entry.id)
+    return ImportReport(added=tuple(added), skipped=tuple(skipped))
+
+
+def _check_weights(entry: ZooEntry, data: bytes, archive: Path) -> None:
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != entry.sha256:
+        raise TansError(
+            f"refusing archive {archive}: weights of entry {entry.id} have sha256 {digest[:12]}..., "
+            f"the manifest says {entry.sha256[:12] or '(none)'}...; the archive was modified or damaged."
+        )
+    try:
+        meta = check_safetensors(data)
+    except TansError as exc:
+        raise TansError(f"refusing archive {archive}: weights of entry {entry.id}: {exc}") from None
+    if meta.get("tans_id", entry.id) != entry.id:
+        raise TansError(
+            f"refusing archive {archive}: weights file of entry {entry.id} says it belongs to "
+            f"{meta['tans_id']!r}; the archive was assembled wrongly."
+        )

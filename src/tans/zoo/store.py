@@ -1,0 +1,792 @@
+"""The zoo directory: SQLite metadata plus one safetensors file per entry.
+
+Layout::
+
+    <zoo>/zoo.sqlite                    metadata (schema version in table zoo_meta, WAL journal)
+    <zoo>/weights/<id>.safetensors      weights, tensor names as in the model's state dict
+
+Crash safety. :meth:`Zoo.add` writes the weights to a temporary file in ``weights/``, fsyncs it,
+then, holding SQLite's write lock, moves it into place with ``os.replace`` and inserts the row in
+the same transaction. A process killed at any moment leaves either a complete entry or no row
+(plus at worst a stray temporary file or a row-less weights file, which readers ignore, a re-run
+overwrites, :meth:`Zoo.verify` reports and :meth:`Zoo.remove_orphans` deletes).
+
+Append-only. Adding an id that is already stored is a no-op that returns the stored entry, even
+when accuracy or latency differ (a re-run re-measures them; the first result stays). If the
+stored entry describes a different build unit (other arch, task, recipe or seed) the add is
+refused with a :class:`~tans.TansError`, since that means two different networks share an id.
+
+Concurrency. Writers serialise on SQLite's lock (``BEGIN IMMEDIATE`` with a busy timeout, so a
+second builder waits instead of failing); readers never block in WAL mode. WAL needs a local
+file system: on shared network storage let one process (the build driver) do the writing.
+
+torch is imported only when tensors are written or read, so listing and verifying stay fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import struct
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tans._errors import TansError, did_you_mean
+from tans.zoo.entry import ID_PATTERN, ZooEntry
+
+__all__ = ["Zoo", "VerifyReport", "SCHEMA_VERSION", "DB_NAME", "WEIGHTS_DIR"]
+
+SCHEMA_VERSION = 1
+DB_NAME = "zoo.sqlite"
+WEIGHTS_DIR = "weights"
+WEIGHTS_SUFFIX = ".safetensors"
+TMP_PREFIX = ".tmp-"
+ZOO_FORMAT = "tans-zoo"
+# Writers wait this long for the lock before giving up (a long build may hold many writers).
+BUSY_TIMEOUT_S = 120.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS zoo_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS entries (
+    id TEXT PRIMARY KEY,
+    arch TEXT NOT NULL,
+    task TEXT NOT NULL,
+    task_fingerprint TEXT NOT NULL,
+    task_family TEXT NOT NULL,
+    num_classes INTEGER NOT NULL,
+    recipe TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    val_acc REAL NOT NULL,
+    test_acc REAL NOT NULL,
+    chance_acc REAL NOT NULL,
+    flagged INTEGER NOT NULL,
+    params INTEGER NOT NULL,
+    flops INTEGER NOT NULL,
+    latency_ms REAL NOT NULL,
+    latency_threads INTEGER NOT NULL,
+    machine TEXT NOT NULL,
+    embedding BLOB NOT NULL,
+    embedding_dim INTEGER NOT NULL,
+    weights_file TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    created TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS entries_task ON entries(task);
+CREATE INDEX IF NOT EXISTS entries_family ON entries(task_family);
+CREATE INDEX IF NOT EXISTS entries_params ON entries(params);
+"""
+
+# Column order of the entries table (the embedding is stored as blob + dim).
+_COLUMNS = (
+    "id", "arch", "task", "task_fingerprint", "task_family", "num_classes", "recipe", "seed",
+    "val_acc", "test_acc", "chance_acc", "flagged", "params", "flops", "latency_ms",
+    "latency_threads", "machine", "embedding", "embedding_dim", "weights_file", "sha256", "created",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What :meth:`Zoo.verify` found.
+
+    Parameters
+    ----------
+    checked : int
+        Number of entries whose weights were checked.
+    missing : tuple of str
+        Ids whose weights file is gone.
+    tampered : tuple of str
+        Ids whose weights file no longer matches its recorded sha256.
+    orphans : tuple of str
+        Files in ``weights/`` with no entry: temporary files of interrupted writes and weights
+        written by a process killed before its row was committed. Harmless; see
+        :meth:`Zoo.remove_orphans`.
+    database_ok : bool
+        SQLite's ``quick_check`` passed.
+    """
+
+    checked: int
+    missing: tuple[str, ...] = ()
+    tampered: tuple[str, ...] = ()
+    orphans: tuple[str, ...] = ()
+    database_ok: bool = True
+
+    @property
+    def ok(self) -> bool:
+        """No missing or tampered weights and a sound database (orphans are harmless)."""
+        return self.database_ok and not self.missing and not self.tampered
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form, with ``ok``."""
+        return {
+            "ok": self.ok,
+            "checked": self.checked,
+            "missing": list(self.missing),
+            "tampered": list(self.tampered),
+            "orphans": list(self.orphans),
+            "database_ok": self.database_ok,
+        }
+
+    def summary(self) -> str:
+        """One line for people."""
+        parts = [f"{self.checked} entries checked"]
+        if self.missing:
+            parts.append(f"{len(self.missing)} missing weights ({', '.join(self.missing[:5])})")
+        if self.tampered:
+            parts.append(f"{len(self.tampered)} tampered weights ({', '.join(self.tampered[:5])})")
+        if self.orphans:
+            parts.append(f"{len(self.orphans)} orphan files")
+        if not self.database_ok:
+            parts.append("database integrity check failed")
+        return ("ok: " if self.ok else "PROBLEMS: ") + "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class _Filters:
+    """SQL for the constraint filters shared by :meth:`Zoo.entries` and :meth:`Zoo.embeddings`."""
+
+    where: str = ""
+    args: tuple[Any, ...] = field(default=())
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def read_safetensors_header(data: bytes) -> dict[str, Any]:
+    """Parse the JSON header of a safetensors buffer (no tensor is decoded).
+
+    Parameters
+    ----------
+    data : bytes
+        The whole file.
+
+    Returns
+    -------
+    dict
+        The header: tensor name -> ``{dtype, shape, data_offsets}``, plus ``__metadata__``.
+
+    Raises
+    ------
+    TansError
+        When the buffer does not start with a valid safetensors header.
+    """
+    if len(data) < 8:
+        raise TansError(f"expected a safetensors file, got {len(data)} bytes (too short).")
+    (size,) = struct.unpack("<Q", data[:8])
+    if size > len(data) - 8:
+        raise TansError("expected a safetensors file, got a header length beyond the end of the file.")
+    try:
+        header = json.loads(data[8 : 8 + size])
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise TansError("expected a safetensors file, got an unreadable header.") from None
+    if not isinstance(header, dict):
+        raise TansError("expected a safetensors file, got a header that is not a JSON object.")
+    return header
+
+
+def check_safetensors(data: bytes) -> dict[str, str]:
+    """Fully parse a safetensors buffer without unpickling anything; return its metadata.
+
+    Raises
+    ------
+    TansError
+        When the buffer is not a complete, consistent safetensors file.
+    """
+    import safetensors
+
+    header = read_safetensors_header(data)
+    try:
+        safetensors.deserialize(bytes(data))  # Rust parser: checks dtypes, shapes, offsets, coverage
+    except Exception as exc:  # SafetensorError and friends
+        raise TansError(f"expected a safetensors file, got one that does not parse: {exc}") from None
+    meta = header.get("__metadata__") or {}
+    return {str(k): str(v) for k, v in meta.items()}
+
+
+def _serialize(state_dict: Mapping[str, Any], metadata: dict[str, str]) -> bytes:
+    """State dict -> safetensors bytes. numpy-only dicts skip importing torch."""
+    if not isinstance(state_dict, Mapping) or not state_dict:
+        raise TansError(
+            f"expected a non-empty state dict (name -> tensor), got {type(state_dict).__name__}"
+            f"{' (empty)' if isinstance(state_dict, Mapping) else ''}; pass model.state_dict()."
+        )
+    bad = [k for k, v in state_dict.items() if not isinstance(k, str)]
+    if bad:
+        raise TansError(f"expected string tensor names in the state dict, got {bad[:3]}.")
+    if all(isinstance(v, np.ndarray) for v in state_dict.values()):
+        from safetensors.numpy import save as save_numpy
+
+        return save_numpy({k: np.ascontiguousarray(v) for k, v in state_dict.items()}, metadata=metadata)
+
+    import torch
+    from safetensors.torch import save as save_torch
+
+    tensors = {}
+    for k, v in state_dict.items():
+        if isinstance(v, np.ndarray):
+            v = torch.from_numpy(np.ascontiguousarray(v))
+        if not isinstance(v, torch.Tensor):
+            raise TansError(
+                f"expected tensors in the state dict, got {type(v).__name__} for {k!r}; "
+                "store only model.state_dict() values."
+            )
+        # clone: safetensors refuses tensors that share storage (tied weights)
+        tensors[k] = v.detach().to("cpu").contiguous().clone()
+    return save_torch(tensors, metadata=metadata)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable (no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class Zoo:
+    """A model zoo directory: append-only, crash-safe, safe for concurrent writers.
+
+    Parameters
+    ----------
+    path : str or Path
+        The zoo directory. ``Zoo(path)`` opens an existing zoo, like :meth:`open`.
+    create : bool, default False
+        Create the zoo when ``path`` holds none (an existing zoo is opened as is).
+
+    Raises
+    ------
+    TansError
+        When ``path`` is not a zoo (and ``create`` is false), or its schema version differs from
+        the one this tans reads.
+
+    Notes
+    -----
+    A ``Zoo`` may be pickled (e.g. to send to a worker process): only the path travels and the
+    worker opens its own connection.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = False) -> None:
+        self.path = Path(path).expanduser()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = -1
+        self._connect(create=create)
+
+    # -- opening -------------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, path: str | os.PathLike[str], *, exist_ok: bool = True) -> Zoo:
+        """Create a zoo at ``path`` (or open the one already there when ``exist_ok``).
+
+        Two builders may call this at the same moment; both end up with the same zoo.
+
+        Raises
+        ------
+        TansError
+            When ``exist_ok`` is false and a zoo exists, or ``path`` is a file.
+        """
+        path = Path(path).expanduser()
+        if not exist_ok and (path / DB_NAME).exists():
+            raise TansError(f"a zoo already exists at {path}; open it with Zoo.open or pick a new directory.")
+        return cls(path, create=True)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> Zoo:
+        """Open the existing zoo at ``path``.
+
+        Raises
+        ------
+        TansError
+            When ``path`` holds no zoo or one of another schema version.
+        """
+        return cls(path)
+
+    @property
+    def db_path(self) -> Path:
+        return self.path / DB_NAME
+
+    @property
+    def weights_dir(self) -> Path:
+        return self.path / WEIGHTS_DIR
+
+    def weights_path(self, entry_id: str) -> Path:
+        """Where the weights of ``entry_id`` live."""
+        return self.weights_dir / f"{entry_id}{WEIGHTS_SUFFIX}"
+
+    def _connect(self, *, create: bool = False) -> sqlite3.Connection:
+        if self._conn is not None and self._pid == os.getpid():
+            return self._conn
+        self._conn = None  # a connection inherited over fork must not be used
+        if self.path.exists() and not self.path.is_dir():
+            raise TansError(f"expected a zoo directory, got the file {self.path}; pass its parent directory.")
+        if not self.db_path.exists():
+            if not create:
+                hint = "it holds no zoo.sqlite" if self.path.is_dir() else "it does not exist"
+                raise TansError(
+                    f"expected a tans zoo at {self.path}, but {hint}; build one with "
+                    "'tans zoo build' or Zoo.create(path)."
+                )
+            self.weights_dir.mkdir(parents=True, exist_ok=True)
+        conn = None
+        try:
+            # mode=rw when opening: never conjure an empty database out of a wrong path.
+            # isolation_level=None: autocommit, so reads hold no transaction; writes BEGIN themselves
+            uri = self.db_path.resolve().as_uri() + ("?mode=rwc" if create else "?mode=rw")
+            conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            if create:
+                self._create_schema(conn)
+            version = self._read_version(conn)
+        except sqlite3.DatabaseError as exc:
+            if conn is not None:
+                conn.close()
+            raise TansError(
+                f"expected a tans zoo database at {self.db_path}, got an unreadable file ({exc}); "
+                "restore it from a backup or an export."
+            ) from None
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            raise
+        if version != SCHEMA_VERSION:
+            conn.close()
+            raise TansError(
+                f"the zoo at {self.path} has schema version {version}, this tans reads version "
+                f"{SCHEMA_VERSION}; use a tans release of the zoo's version, or export it there "
+                "and import it into a new zoo."
+            )
+        self.weights_dir.mkdir(exist_ok=True)
+        self._conn, self._pid = conn, os.getpid()
+        return conn
+
+    @staticmethod
+    def _create_schema(conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            # OR IGNORE: a second builder creating the same zoo at once keeps the first's values
+            meta = {"format": ZOO_FORMAT, "schema_version": str(SCHEMA_VERSION), "created": _utc_now()}
+            conn.executemany("INSERT OR IGNORE INTO zoo_meta VALUES (?, ?)", meta.items())
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _read_version(self, conn: sqlite3.Connection) -> int:
+        try:
+            rows = dict(conn.execute("SELECT key, value FROM zoo_meta").fetchall())
+        except sqlite3.OperationalError:  # no such table
+            rows = {}
+        if rows.get("format") != ZOO_FORMAT or "schema_version" not in rows:
+            raise TansError(
+                f"expected a tans zoo database at {self.db_path}, got an SQLite file without "
+                "tans metadata; point to a zoo directory made by 'tans zoo build' (if a build was "
+                "killed while creating this zoo, run it again)."
+            )
+        try:
+            return int(rows["schema_version"])
+        except ValueError:
+            raise TansError(
+                f"the zoo at {self.path} has an unreadable schema version {rows['schema_version']!r}; "
+                "restore zoo.sqlite from a backup or an export."
+            ) from None
+
+    def close(self) -> None:
+        """Close the database connection (it reopens on next use)."""
+        if self._conn is not None and self._pid == os.getpid():
+            self._conn.close()
+        self._conn = None
+
+    def __enter__(self) -> Zoo:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.path, self._conn, self._pid = state["path"], None, -1
+
+    def __repr__(self) -> str:
+        return f"Zoo({str(self.path)!r}, entries={len(self)})"
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def add(self, entry: ZooEntry, state_dict: Mapping[str, Any]) -> ZooEntry:
+        """Store a network: weights first, then its metadata row.
+
+        Parameters
+        ----------
+        entry : ZooEntry
+            The metadata; ``weights_file`` and ``sha256`` are filled in here (values passed in
+            are replaced), ``created`` too when empty.
+        state_dict : mapping of str to torch.Tensor or np.ndarray
+            The weights, e.g. ``model.state_dict()``.
+
+        Returns
+        -------
+        ZooEntry
+            The stored entry. When ``entry.id`` is already stored, nothing is written and the
+            stored entry is returned (append-only: a re-run never replaces a result).
+
+        Raises
+        ------
+        TansError
+            When the id is stored for a different build unit, or the state dict holds no tensors.
+        """
+        if not isinstance(entry, ZooEntry):
+            raise TansError(f"expected a ZooEntry, got {type(entry).__name__}.")
+        existing = self._get_row(entry.id)
+        if existing is not None:  # cheap path for a resumed build: skip serialising
+            return self._check_same_unit(existing, entry)
+        data = _serialize(state_dict, {"tans_id": entry.id, "arch": entry.arch, "format": "pt"})
+        return self._add_serialized(entry, data)
+
+    def _add_serialized(self, entry: ZooEntry, data: bytes) -> ZooEntry:
+        """Store already-serialised safetensors bytes (used by :meth:`add` and import)."""
+        digest = hashlib.sha256(data).hexdigest()
+        stored = replace(
+            entry,
+            weights_file=f"{WEIGHTS_DIR}/{entry.id}{WEIGHTS_SUFFIX}",
+            sha256=digest,
+            created=entry.created or _utc_now(),
+        )
+        conn = self._connect()
+        self.weights_dir.mkdir(exist_ok=True)
+        tmp = self.weights_dir / f"{TMP_PREFIX}{entry.id}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            # slow part outside the lock: write and flush the bytes to a private temp file
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            conn.execute("BEGIN IMMEDIATE")  # waits (busy timeout) for other writers
+            try:
+                existing = self._get_row(entry.id)
+                if existing is not None:  # another writer stored it meanwhile
+                    conn.execute("ROLLBACK")
+                    return self._check_same_unit(existing, entry)
+                # under the write lock, so no other writer can replace this file before we commit
+                os.replace(tmp, self.weights_path(entry.id))
+                _fsync_dir(self.weights_dir)
+                conn.execute(
+                    f"INSERT INTO entries ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
+                    self._to_row(stored),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        finally:
+            tmp.unlink(missing_ok=True)
+        return stored
+
+    @staticmethod
+    def _check_same_unit(existing: ZooEntry, new: ZooEntry) -> ZooEntry:
+        if not existing.same_unit(new):
+            raise TansError(
+                f"entry id {new.id} is already stored for a different build unit (arch "
+                f"{existing.arch}, task {existing.task}, seed {existing.seed}); give the new "
+                "entry its own id, e.g. unit_key(arch, task_fingerprint, recipe, seed)."
+            )
+        return existing
+
+    # -- rows <-> entries ----------------------------------------------------------------------
+
+    @staticmethod
+    def _to_row(entry: ZooEntry) -> tuple[Any, ...]:
+        values = {name: getattr(entry, name) for name in _COLUMNS if hasattr(entry, name)}
+        values["flagged"] = int(entry.flagged)
+        values["embedding"] = entry.embedding.astype("<f4").tobytes()
+        values["embedding_dim"] = int(entry.embedding.shape[0])
+        return tuple(values[name] for name in _COLUMNS)
+
+    def _from_row(self, row: tuple[Any, ...]) -> ZooEntry:
+        values = dict(zip(_COLUMNS, row))
+        blob, dim = values.pop("embedding"), values.pop("embedding_dim")
+        values.pop("flagged")
+        if len(blob) != 4 * dim:
+            raise TansError(
+                f"entry {values['id']}: the stored embedding has {len(blob)} bytes, expected "
+                f"{4 * dim}; the database is damaged, restore it from a backup or an export."
+            )
+        values["embedding"] = np.frombuffer(blob, dtype="<f4").astype(np.float32)
+        return ZooEntry(**values)
+
+    def _get_row(self, entry_id: str) -> ZooEntry | None:
+        row = self._connect().execute(
+            f"SELECT {', '.join(_COLUMNS)} FROM entries WHERE id = ?", (entry_id,)
+        ).fetchone()
+        return None if row is None else self._from_row(row)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self._connect().execute("SELECT COUNT(*) FROM entries").fetchone()[0]
+
+    def __contains__(self, entry_id: object) -> bool:
+        if not isinstance(entry_id, str):
+            return False
+        row = self._connect().execute("SELECT 1 FROM entries WHERE id = ?", (entry_id,)).fetchone()
+        return row is not None
+
+    def __iter__(self) -> Iterator[ZooEntry]:
+        return iter(self.entries())
+
+    def ids(self) -> list[str]:
+        """All entry ids, in insertion order."""
+        return [r[0] for r in self._connect().execute("SELECT id FROM entries ORDER BY rowid")]
+
+    def get(self, entry_id: str) -> ZooEntry:
+        """The entry with id ``entry_id``.
+
+        Raises
+        ------
+        TansError
+            When no entry has that id (with close ids suggested).
+        """
+        entry = self._get_row(entry_id)
+        if entry is None:
+            raise TansError(
+                f"no zoo entry with id {entry_id!r} in {self.path} ({len(self)} entries); "
+                f"list them with 'tans zoo list'.{did_you_mean(entry_id, self.ids())}"
+            )
+        return entry
+
+    @staticmethod
+    def _filters(
+        task: str | None,
+        family: str | None,
+        max_params: int | None,
+        max_flops: int | None,
+        max_latency_ms: float | None,
+        include_flagged: bool,
+    ) -> _Filters:
+        clauses, args = [], []
+        for column, op, value in (
+            ("task", "=", task),
+            ("task_family", "=", family),
+            ("params", "<=", max_params),
+            ("flops", "<=", max_flops),
+            ("latency_ms", "<=", max_latency_ms),
+        ):
+            if value is not None:
+                clauses.append(f"{column} {op} ?")
+                args.append(value)
+        if not include_flagged:
+            clauses.append("flagged = 0")
+        return _Filters(" WHERE " + " AND ".join(clauses) if clauses else "", tuple(args))
+
+    def entries(
+        self,
+        *,
+        task: str | None = None,
+        family: str | None = None,
+        max_params: int | None = None,
+        max_flops: int | None = None,
+        max_latency_ms: float | None = None,
+        include_flagged: bool = True,
+    ) -> list[ZooEntry]:
+        """Entries that meet every given constraint, in insertion order (filtered in SQL).
+
+        Parameters
+        ----------
+        task : str, optional
+            Only entries trained on the task of this name.
+        family : str, optional
+            Only entries whose task belongs to this family.
+        max_params, max_flops : int, optional
+            Upper bounds (inclusive) on parameters and FLOPs.
+        max_latency_ms : float, optional
+            Upper bound (inclusive) on measured latency.
+        include_flagged : bool, default True
+            Keep entries flagged as barely above chance.
+
+        Returns
+        -------
+        list of ZooEntry
+        """
+        f = self._filters(task, family, max_params, max_flops, max_latency_ms, include_flagged)
+        rows = self._connect().execute(
+            f"SELECT {', '.join(_COLUMNS)} FROM entries{f.where} ORDER BY rowid", f.args
+        ).fetchall()
+        return [self._from_row(r) for r in rows]
+
+    def embeddings(
+        self,
+        *,
+        task: str | None = None,
+        family: str | None = None,
+        max_params: int | None = None,
+        max_flops: int | None = None,
+        max_latency_ms: float | None = None,
+        include_flagged: bool = True,
+    ) -> tuple[list[str], np.ndarray]:
+        """Functional embeddings of the entries that meet the constraints (as :meth:`entries`).
+
+        Returns
+        -------
+        ids : list of str
+            Entry ids, in insertion order.
+        matrix : np.ndarray
+            ``(n, dim)`` float32, row ``i`` belongs to ``ids[i]``; ``(0, 0)`` when none match.
+
+        Raises
+        ------
+        TansError
+            When the selected entries have embeddings of different lengths.
+        """
+        f = self._filters(task, family, max_params, max_flops, max_latency_ms, include_flagged)
+        rows = self._connect().execute(
+            f"SELECT id, embedding, embedding_dim FROM entries{f.where} ORDER BY rowid", f.args
+        ).fetchall()
+        if not rows:
+            return [], np.zeros((0, 0), dtype=np.float32)
+        dims = {r[2] for r in rows}
+        if len(dims) != 1:
+            raise TansError(
+                f"expected functional embeddings of one length, got lengths {sorted(dims)}; "
+                "filter the zoo to entries built with the same probe (e.g. by family)."
+            )
+        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), dims.pop())
+        return [r[0] for r in rows], matrix.astype(np.float32)
+
+    def read_weights(self, entry_id: str) -> bytes:
+        """The raw safetensors bytes of an entry, checked against its sha256.
+
+        Raises
+        ------
+        TansError
+            When the id is unknown, or the weights file is missing or was modified.
+        """
+        entry = self.get(entry_id)
+        path = self.weights_path(entry_id)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise TansError(
+                f"the weights of entry {entry_id} are missing ({path}); re-import the entry or "
+                "rebuild it, and run 'tans zoo verify'."
+            ) from None
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != entry.sha256:
+            raise TansError(
+                f"the weights of entry {entry_id} were modified: sha256 {digest[:12]}... differs "
+                f"from the recorded {entry.sha256[:12]}...; restore the file or rebuild the entry."
+            )
+        return data
+
+    def load_state_dict(self, entry_id: str, *, device: str = "cpu") -> dict[str, Any]:
+        """The weights of an entry as a state dict, after checking the sha256.
+
+        Parameters
+        ----------
+        entry_id : str
+            The entry.
+        device : str, default "cpu"
+            Where to put the tensors.
+
+        Returns
+        -------
+        dict of str to torch.Tensor
+
+        Raises
+        ------
+        TansError
+            When the id is unknown, or the weights are missing or tampered.
+        """
+        from safetensors.torch import load
+
+        data = self.read_weights(entry_id)  # hash and parse the same bytes: no check-then-swap gap
+        tensors = load(data)
+        return {k: v.to(device) for k, v in tensors.items()} if device != "cpu" else tensors
+
+    # -- checking ------------------------------------------------------------------------------
+
+    def verify(self) -> VerifyReport:
+        """Check every entry's weights against its sha256 and look for orphan files.
+
+        Returns
+        -------
+        VerifyReport
+        """
+        conn = self._connect()
+        database_ok = conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+        rows = conn.execute("SELECT id, sha256 FROM entries ORDER BY rowid").fetchall()
+        missing, tampered = [], []
+        for entry_id, sha in rows:
+            path = self.weights_path(entry_id)
+            if not path.is_file():
+                missing.append(entry_id)
+                continue
+            h = hashlib.sha256()
+            with open(path, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+            if h.hexdigest() != sha:
+                tampered.append(entry_id)
+        return VerifyReport(
+            checked=len(rows),
+            missing=tuple(missing),
+            tampered=tuple(tampered),
+            orphans=tuple(p.name for p in self._orphans({r[0] for r in rows})),
+            database_ok=database_ok,
+        )
+
+    def _orphans(self, known: set[str]) -> list[Path]:
+        out = []
+        for p in sorted(self.weights_dir.iterdir()) if self.weights_dir.is_dir() else []:
+            stem = p.name[: -len(WEIGHTS_SUFFIX)] if p.name.endswith(WEIGHTS_SUFFIX) else None
+            if stem is None or stem not in known or not ID_PATTERN.fullmatch(stem):
+                out.append(p)
+        return out
+
+    def remove_orphans(self, *, min_age_s: float = 3600.0) -> list[str]:
+        """Delete orphan files in ``weights/`` older than ``min_age_s`` seconds.
+
+        The age guard keeps files of a write still in flight in another process.
+
+        Parameters
+        ----------
+        min_age_s : float, default 3600
+            Only files last modified at least this long ago are removed.
+
+        Returns
+        -------
+        list of str
+            Names of the removed files.
+        """
+        conn = self._connect()
+        conn.execute("BEGIN IMMEDIATE")  # no writer can commit a row for a file we look at
+        try:
+            known = {r[0] for r in conn.execute("SELECT id FROM entries")}
+            now, removed = time.time(), []
+            for p in self._orphans(known):
+                if p.is_file() and not p.is_symlink() and now - p.stat().st_mtime >= min_age_s:
+                    p.unlink(missing_ok=True)
+                    removed.append(p.name)
+        finally:
+            conn.execute("COMMIT")
+        return removed
