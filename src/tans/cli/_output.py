@@ -1,0 +1,47 @@
+"""Shared output helpers for commands: JSON for scripts, rich tables for people."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def print_json(obj: Any) -> None:
+    """Print ``obj`` as JSON on stdout (numpy scalars and paths become plain values)."""
+    sys.stdout.write(json.dumps(obj, indent=2, default=_plain, ensure_ascii=False) + "\n")
+
+
+def print_table(rows: Sequence[dict], columns: Sequence[str], title: str | None = None) -> None:
+    """Print dict rows as a table with the given columns."""
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*(_cell(row.get(col)) for col in columns))
+    console.print(table)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)

@@ -1,0 +1,22 @@
+"""A rich progress bar with an ETA, shared by long-running commands."""
+
+from __future__ import annotations
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from tans.cli._output import err_console
+
+
+def progress_bar() -> Progress:
+    """A progress bar on stderr (so ``--json`` output on stdout stays clean)."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[status]}"),
+        console=err_console,
+        transient=False,
+    )

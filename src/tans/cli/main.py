@@ -1,0 +1,56 @@
+"""Entry point of the ``tans`` command: registers the sub-commands and turns errors into one line."""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+
+import typer
+
+from tans._errors import TansError, TansWarning
+from tans.cli import data as data_cmd
+
+app = typer.Typer(
+    name="tans",
+    help="Task-adaptive neural network search: find the best pretrained network for a new dataset.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(data_cmd.app, name="data")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0 ok, 2 bad input, 1 internal error)."""
+    warnings.showwarning = _show_warning
+    try:
+        # Standalone mode: typer prints usage errors itself and exits 2 through SystemExit.
+        app(args=argv, prog_name="tans")
+    except TansError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, EOFError):
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as exc:  # --help, usage errors: typer has already printed
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except Exception as exc:  # noqa: BLE001 - last line of defence: no traceback for users
+        if os.environ.get("TANS_DEBUG"):
+            raise
+        print(f"error: internal error: {type(exc).__name__}: {exc} (set TANS_DEBUG=1 for a traceback)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Print tans warnings as one line; other libraries' warnings only with TANS_DEBUG."""
+    if issubclass(category, TansWarning):
+        print(f"warning: {message}", file=sys.stderr)
+    elif os.environ.get("TANS_DEBUG"):
+        print(f"warning: {category.__name__}: {message} ({filename}:{lineno})", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

