@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["tans_home", "cache_dir", "sources_dir"]
+__all__ = ["tans_home", "cache_dir", "sources_dir", "default_zoo_dir", "default_searcher_path"]
 
 
 def tans_home() -> Path:
@@ -29,3 +29,13 @@ def sources_dir() -> Path:
     """Where ``scripts/setup.sh`` unpacks the npm packages that carry built-in image data."""
     env = os.environ.get("TANS_SOURCES")
     return Path(env).expanduser() if env else tans_home() / "sources"
+
+
+def default_zoo_dir() -> Path:
+    """The zoo that commands use when no ``--zoo`` is given (``tans demo`` builds it)."""
+    return tans_home() / "zoo"
+
+
+def default_searcher_path() -> Path:
+    """The searcher artifact that commands use when no ``--searcher`` is given."""
+    return tans_home() / "searcher"
