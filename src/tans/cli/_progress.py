@@ -8,7 +8,10 @@ from tans.cli._output import err_console
 
 
 def progress_bar() -> Progress:
-    """A progress bar on stderr (so ``--json`` output on stdout stays clean)."""
+    """A progress bar on stderr (so ``--json`` output on stdout stays clean).
+
+    Shown only on a terminal: logs and pipes get the command's summary, not bar redraws.
+    """
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -18,5 +21,6 @@ def progress_bar() -> Progress:
         TimeRemainingColumn(),
         TextColumn("{task.fields[status]}"),
         console=err_console,
-        transient=False,
+        disable=not err_console.is_terminal,
+        transient=True,  # the command prints its own summary; errors stay one line
     )

@@ -10,6 +10,10 @@ import typer
 
 from tans._errors import TansError, TansWarning
 from tans.cli import data as data_cmd
+from tans.cli import finetune as finetune_cmd
+from tans.cli import meta_train as meta_train_cmd
+from tans.cli import search as search_cmd
+from tans.cli import zoo as zoo_cmd
 
 app = typer.Typer(
     name="tans",
@@ -19,6 +23,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data_cmd.app, name="data")
+app.command("meta-train")(meta_train_cmd.meta_train)
+app.command("search")(search_cmd.search)
+app.add_typer(zoo_cmd.app, name="zoo")
+app.command("finetune")(finetune_cmd.finetune_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:

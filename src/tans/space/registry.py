@@ -10,8 +10,11 @@ Three kinds of name are understood by :func:`create_model`:
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
-from collections.abc import Callable
+import os
+import socket
+from collections.abc import Callable, Iterator
 
 from torch import nn
 
@@ -113,7 +116,8 @@ def create_model(name: str, *, num_classes: int = 10, pretrained: bool = False, 
         import timm
 
         try:
-            return timm.create_model(name[len(TIMM_PREFIX) :], pretrained=pretrained, num_classes=num_classes, **kwargs)
+            with _hub_offline_unless_reachable(pretrained):
+                return timm.create_model(name[len(TIMM_PREFIX) :], pretrained=pretrained, num_classes=num_classes, **kwargs)
         except (RuntimeError, OSError) as exc:
             if not pretrained:
                 raise
@@ -126,6 +130,38 @@ def create_model(name: str, *, num_classes: int = 10, pretrained: bool = False, 
     if name in _ENTRYPOINTS:
         return _ENTRYPOINTS[name](num_classes=num_classes, **kwargs)
     return MobileNetSpace(parse_arch(name), num_classes=num_classes, **kwargs)
+
+
+@contextlib.contextmanager
+def _hub_offline_unless_reachable(pretrained: bool) -> Iterator[None]:
+    """Use only the local Hugging Face cache when the hub cannot be reached.
+
+    Without this, huggingface_hub retries for about a minute per file before failing on a machine
+    with no network; with it, a missing cache entry fails at once with a clear error.
+    """
+    if not pretrained or os.environ.get("HF_HUB_OFFLINE"):
+        yield
+        return
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=3).close()
+        reachable = True
+    except OSError:
+        reachable = False
+    if reachable:
+        yield
+        return
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        os.environ.pop("HF_HUB_OFFLINE", None)
+        constants.HF_HUB_OFFLINE = False
 
 
 def _check_name(name: str) -> None:

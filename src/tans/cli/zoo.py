@@ -1,0 +1,207 @@
+"""``tans zoo``: build, list, show, verify, export, import and grow a model zoo."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tans._errors import TansError, TansWarning
+from tans.cli._output import console, print_json, print_table
+from tans.cli._progress import progress_bar
+from tans.paths import default_zoo_dir
+
+app = typer.Typer(help="Build and manage model zoos.", no_args_is_help=True)
+
+ZooOption = Annotated[Path | None, typer.Option("--zoo", help="Zoo directory (default: ~/.cache/tans/zoo).")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+LIST_COLUMNS = ["id", "arch", "task", "val_acc", "chance_acc", "params", "flops", "latency_ms", "flagged"]
+
+
+def open_zoo(path: Path | None):
+    """Open an existing zoo, or say how to make one."""
+    from tans.zoo import Zoo
+
+    path = path or default_zoo_dir()
+    if not (path / "zoo.sqlite").exists():
+        raise TansError(
+            f"No zoo at '{path}'; build one with 'tans zoo build --tasks digits-0-4,digits-5-9 --zoo {path}' "
+            "or run 'tans demo'."
+        )
+    return Zoo.open(path)
+
+
+def _row(entry) -> dict:
+    d = entry.to_dict()
+    d.pop("embedding")
+    d["embedding_dim"] = len(entry.embedding)
+    return d
+
+
+@app.command("build")
+def build_cmd(
+    config: Annotated[Path | None, typer.Option(help="JSON or TOML build config (see benchmarks/zoo/).")] = None,
+    tasks: Annotated[str | None, typer.Option(help="Comma-separated built-in task names or dataset paths.")] = None,
+    archs_per_task: Annotated[int | None, typer.Option(help="Architectures trained per task.")] = None,
+    num_archs: Annotated[int | None, typer.Option(help="Size of the architecture pool (stratified by size).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs per network.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Local worker processes (default: every core).")] = None,
+    ray: Annotated[str | None, typer.Option("--ray", help="Run on Ray: 'auto', an address, or 'local'.")] = None,
+    zoo: ZooOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Train networks on tasks and add them to the zoo; a rerun resumes where it stopped."""
+    from tans.zoo.build import BuildConfig, build_zoo
+
+    if config is None and tasks is None:
+        raise TansError("Give --config FILE or --tasks NAME[,NAME...] (see 'tans data list').")
+    cfg = BuildConfig.from_file(config) if config else BuildConfig(tasks=tuple(t for t in tasks.split(",") if t))
+    if config and tasks:
+        cfg = replace(cfg, tasks=tuple(t for t in tasks.split(",") if t))
+    if archs_per_task is not None:
+        cfg = replace(cfg, archs_per_task=archs_per_task)
+    if num_archs is not None:
+        cfg = replace(cfg, num_archs=num_archs)
+    if epochs is not None:
+        cfg = replace(cfg, recipe=replace(cfg.recipe, epochs=epochs, warmup_epochs=min(cfg.recipe.warmup_epochs, epochs - 1)))
+    path = zoo or default_zoo_dir()
+
+    with progress_bar() as bar:
+        job = bar.add_task("zoo build", total=None, status="planning")
+
+        def on_plan(todo: int, skipped: int) -> None:
+            bar.update(job, total=todo, status=f"{skipped} already built" if skipped else "")
+
+        def on_unit(report, unit, failure) -> None:
+            bar.update(job, advance=1, status=f"{unit.task} ({'failed' if failure else 'ok'})")
+
+        report = build_zoo(path, cfg, workers=workers, ray_address=ray, progress=on_unit, on_plan=on_plan)
+    summary = {"zoo": str(path), **report.to_dict()}
+    if as_json:
+        print_json(summary)
+    else:
+        console.print(
+            f"built {len(report.built)}, skipped {report.skipped} (already in the zoo), failed {len(report.failed)} "
+            f"in {report.seconds:.0f} s with {report.workers} {report.executor} worker(s): "
+            f"{report.models_per_hour:.0f} models/hour, {report.images_per_second:.0f} training images/s. Zoo: {path}"
+        )
+        for reason in report.failed.values():
+            console.print(f"[red]failed[/] {reason}")
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@app.command("list")
+def list_cmd(
+    zoo: ZooOption = None,
+    task: Annotated[str | None, typer.Option(help="Only entries trained on this task.")] = None,
+    family: Annotated[str | None, typer.Option(help="Only entries of this task family.")] = None,
+    max_params: Annotated[int | None, typer.Option(help="At most this many parameters.")] = None,
+    max_flops: Annotated[int | None, typer.Option(help="At most this many FLOPs.")] = None,
+    max_latency_ms: Annotated[float | None, typer.Option(help="At most this CPU latency (ms, batch 1).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List the zoo's entries (every field with --json)."""
+    entries = open_zoo(zoo).entries(
+        task=task, family=family, max_params=max_params, max_flops=max_flops, max_latency_ms=max_latency_ms
+    )
+    rows = [_row(e) for e in entries]
+    if as_json:
+        print_json(rows)
+        return
+    print_table(rows, LIST_COLUMNS)
+    console.print(f"{len(rows)} entries")
+
+
+@app.command("show")
+def show_cmd(entry_id: Annotated[str, typer.Argument(help="Entry id (see 'tans zoo list').")],
+             zoo: ZooOption = None, as_json: JsonOption = False) -> None:
+    """Every field of one entry."""
+    row = _row(open_zoo(zoo).get(entry_id))
+    if as_json:
+        print_json(row)
+        return
+    print_table([{"field": k, "value": v} for k, v in row.items()], ["field", "value"], title=entry_id)
+
+
+@app.command("verify")
+def verify_cmd(zoo: ZooOption = None, as_json: JsonOption = False) -> None:
+    """Check every weights file against its checksum; exit 1 when something is missing or tampered."""
+    report = open_zoo(zoo).verify()
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        console.print(report.summary())
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command("export")
+def export_cmd(
+    out: Annotated[Path, typer.Argument(help="Archive to write (.tar).")],
+    ids: Annotated[str | None, typer.Option(help="Comma-separated entry ids (default: all).")] = None,
+    zoo: ZooOption = None,
+) -> None:
+    """Write the zoo, or some entries, as one archive of safetensors files plus metadata."""
+    from tans.zoo import export_zoo
+
+    path = export_zoo(open_zoo(zoo), out, ids=ids.split(",") if ids else None)
+    console.print(f"wrote {path}")
+
+
+@app.command("import")
+def import_cmd(
+    archive: Annotated[Path, typer.Argument(help="Archive written by 'tans zoo export'.")],
+    zoo: ZooOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Add the entries of an archive (checksums and formats are validated first; nothing is unpickled)."""
+    from tans.zoo import Zoo, import_zoo
+
+    report = import_zoo(Zoo.create(zoo or default_zoo_dir()), archive)
+    if as_json:
+        print_json({"added": report.added, "skipped": report.skipped})
+    else:
+        console.print(f"added {len(report.added)} entries, skipped {len(report.skipped)} already present")
+
+
+@app.command("add-timm")
+def add_timm_cmd(
+    name: Annotated[str, typer.Argument(help="timm architecture name, e.g. resnet10t or mobilenetv3_small_050.")],
+    task: Annotated[str, typer.Option(help="Built-in task name or dataset path to train it on.")],
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 4,
+    init: Annotated[str, typer.Option(help="auto (pretrained when loadable), pretrained, or scratch.")] = "auto",
+    zoo: ZooOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Train (or fine-tune from timm's pretrained weights) a timm architecture on a task; add it to the zoo."""
+    from tans.space.registry import create_model
+    from tans.training.recipe import Recipe
+    from tans.zoo.build import BuildConfig, build_zoo
+
+    if init not in ("auto", "pretrained", "scratch"):
+        raise TansError(f"Unknown --init '{init}': expected auto, pretrained or scratch.")
+    arch = name if name.startswith("timm/") else f"timm/{name}"
+    create_model(arch, num_classes=2)  # unknown names fail here with timm's suggestions
+    pretrained = init != "scratch"
+    if pretrained:
+        try:
+            create_model(arch, num_classes=2, pretrained=True)
+        except TansError as exc:
+            if init == "pretrained":
+                raise
+            warnings.warn(f"{exc} Training from scratch instead.", TansWarning, stacklevel=1)
+            pretrained = False
+    recipe = Recipe(epochs=epochs, warmup_epochs=min(1, epochs - 1))
+    cfg = BuildConfig(tasks=(task,), archs=(arch,), archs_per_task=1, recipe=recipe, pretrained=pretrained)
+    report = build_zoo(zoo or default_zoo_dir(), cfg, workers=1)
+    if report.failed:
+        raise TansError(next(iter(report.failed.values())))
+    if as_json:
+        print_json({"added": report.built, "skipped": report.skipped})
+    else:
+        console.print(f"added {', '.join(report.built) or 'nothing (already in the zoo)'}")

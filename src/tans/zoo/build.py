@@ -1,0 +1,425 @@
+"""Building a zoo: train every (task, architecture, seed) unit and store the result.
+
+A build is a list of independent units. Each unit trains one architecture on one task, measures
+its cost and functional embedding, and returns an entry plus its weights; the driver alone writes
+them to the zoo, so the same unit function serves a local process pool and Ray tasks on a cluster
+(whose workers may not share the zoo's file system). Unit ids are derived from their content
+(:func:`tans.zoo.entry.unit_key`), so a build started again skips what is already stored: a build
+killed at any moment resumes with no duplicate and no half-written entry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import tomllib
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, field, fields, replace
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tans._errors import TansError, did_you_mean
+from tans.data.transforms import WorkingFormat
+from tans.training.recipe import Recipe
+from tans.zoo.entry import ZooEntry, unit_key
+from tans.zoo.store import Zoo
+
+__all__ = ["BuildConfig", "BuildUnit", "BuildReport", "plan_units", "build_zoo", "train_unit"]
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """What to put in a zoo.
+
+    Parameters
+    ----------
+    tasks : tuple of str
+        Built-in task names (``tans data list``) or dataset paths.
+    archs : tuple of str
+        Explicit architecture names. Empty: a pool of ``num_archs`` architectures stratified by
+        parameter count is sampled with ``arch_seed``.
+    num_archs : int
+        Size of the sampled architecture pool.
+    archs_per_task : int
+        Architectures trained on each task, spread evenly over the pool's size range.
+    arch_seed : int
+        Seed of the architecture sampler.
+    max_params : int or None
+        Upper limit on sampled architectures' parameter count.
+    seeds : tuple of int
+        Training seeds; each (task, architecture) is trained once per seed.
+    recipe : Recipe
+        Training recipe (its own ``seed`` is replaced by each of ``seeds``).
+    pretrained : bool
+        ``timm/`` architectures start from timm's pretrained weights (an error when they cannot
+        be loaded); the space's own architectures always start from scratch.
+    image_size, channels : int
+        Working format of every network in the zoo.
+    latency_repeats : int
+        Timed passes for the batch-1 CPU latency (median reported).
+    """
+
+    # what
+    tasks: tuple[str, ...]
+    archs: tuple[str, ...] = ()
+    num_archs: int = 20
+    archs_per_task: int = 10
+    arch_seed: int = 0
+    max_params: int | None = None
+    seeds: tuple[int, ...] = (0,)
+    # how
+    recipe: Recipe = field(default_factory=Recipe)
+    pretrained: bool = False
+    image_size: int = 32
+    channels: int = 3
+    latency_repeats: int = 20
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tasks", tuple(self.tasks))
+        object.__setattr__(self, "archs", tuple(self.archs))
+        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+        if not self.tasks:
+            raise TansError("A zoo build needs at least one task; pass --tasks or a config with \"tasks\".")
+        if self.archs_per_task < 1 or self.num_archs < 1:
+            raise TansError(
+                f"archs_per_task and num_archs must be at least 1, got {self.archs_per_task} and {self.num_archs}."
+            )
+        if not self.seeds:
+            raise TansError("A zoo build needs at least one training seed.")
+        if isinstance(self.recipe, dict):
+            object.__setattr__(self, "recipe", Recipe.from_dict(self.recipe))
+        WorkingFormat(self.image_size, self.channels)  # validates
+
+    @property
+    def working_format(self) -> WorkingFormat:
+        return WorkingFormat(self.image_size, self.channels)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["recipe"] = self.recipe.to_dict()
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], *, where: str = "config") -> BuildConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise TansError(
+                f"Unknown key '{unknown[0]}' in {where}; expected some of {', '.join(sorted(known))}."
+                f"{did_you_mean(unknown[0], known)}"
+            )
+        return cls(**values)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> BuildConfig:
+        """Read a config from a ``.json`` or ``.toml`` file with the fields of this class."""
+        path = Path(path)
+        if not path.is_file():
+            raise TansError(f"Build config '{path}' does not exist; pass a .json or .toml file.")
+        text = path.read_text(encoding="utf-8")
+        try:
+            values = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise TansError(f"Build config '{path}' is not valid {path.suffix[1:] or 'JSON'}: {exc}.") from None
+        if not isinstance(values, dict):
+            raise TansError(f"Build config '{path}' must hold an object of settings, got {type(values).__name__}.")
+        values.pop("comment", None)
+        return cls.from_dict(values, where=str(path))
+
+
+@dataclass(frozen=True)
+class BuildUnit:
+    """One network to train: an architecture on a task with a seed. ``id`` names its entry."""
+
+    id: str
+    task: str
+    task_fingerprint: str
+    arch: str
+    seed: int
+
+
+@dataclass
+class BuildReport:
+    """What a build did and how fast."""
+
+    planned: int = 0
+    skipped: int = 0  # already in the zoo (a resumed build)
+    built: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # unit id -> one-line reason
+    seconds: float = 0.0
+    train_images: int = 0  # images passed through training, all units together
+    workers: int = 1
+    executor: str = "local"
+
+    @property
+    def models_per_hour(self) -> float:
+        return len(self.built) / self.seconds * 3600 if self.seconds > 0 else 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.train_images / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "planned": self.planned,
+            "skipped": self.skipped,
+            "built": len(self.built),
+            "failed": self.failed,
+            "seconds": round(self.seconds, 2),
+            "models_per_hour": round(self.models_per_hour, 1),
+            "train_images_per_second": round(self.images_per_second, 1),
+            "workers": self.workers,
+            "executor": self.executor,
+        }
+
+
+# ---------------------------------------------------------------------------------------- planning
+def _arch_pool(config: BuildConfig) -> list[str]:
+    from tans.space.registry import create_model, is_model
+    from tans.space.sampling import sample_stratified
+
+    if config.archs:
+        for name in config.archs:
+            if not is_model(name):
+                create_model(name, num_classes=2)  # raises the registry's own clear error
+        return list(config.archs)
+    return [a.name for a in sample_stratified(config.num_archs, seed=config.arch_seed, max_params=config.max_params)]
+
+
+def _spread(pool_size: int, per_task: int, task_index: int) -> list[int]:
+    """Indices of ``per_task`` pool members spread over the (size-sorted) pool, shifted per task.
+
+    Every task gets small, medium and large networks, and over many tasks every architecture is
+    used about equally often: the searcher sees each architecture on many tasks.
+    """
+    per_task = min(per_task, pool_size)
+    return sorted({(task_index + (j * pool_size) // per_task) % pool_size for j in range(per_task)})
+
+
+def plan_units(config: BuildConfig) -> list[BuildUnit]:
+    """Every unit of the build, in a deterministic order (tasks are loaded to fingerprint them)."""
+    from tans.data import load_dataset
+
+    pool = _arch_pool(config)
+    units = []
+    for t, task in enumerate(config.tasks):
+        fingerprint = load_dataset(task).fingerprint
+        for a in _spread(len(pool), config.archs_per_task, t):
+            for seed in config.seeds:
+                uid = unit_key(pool[a], fingerprint, _recipe_record(config, pool[a], seed), seed)
+                units.append(BuildUnit(id=uid, task=task, task_fingerprint=fingerprint, arch=pool[a], seed=seed))
+    return units
+
+
+def _recipe_record(config: BuildConfig, arch: str, seed: int) -> dict[str, Any]:
+    """The recipe as stored with an entry: the training settings, the seed and the start point."""
+    record = {**config.recipe.to_dict(), "seed": seed}
+    if config.pretrained and arch.startswith("timm/"):
+        record["init"] = "timm-pretrained"
+    return record
+
+
+# ------------------------------------------------------------------------------------ one unit
+def train_unit(unit: BuildUnit, config: BuildConfig) -> tuple[ZooEntry, dict[str, np.ndarray], int]:
+    """Train, measure and embed one unit.
+
+    Returns
+    -------
+    (ZooEntry, dict, int)
+        The entry (without checksum: the zoo fills it in), the weights as numpy arrays, and the
+        number of images passed through training.
+    """
+    import torch
+
+    from tans.data import load_dataset, to_working
+    from tans.space.functional import functional_embedding
+    from tans.space.measure import measure
+    from tans.space.registry import create_model
+    from tans.training.loop import train
+
+    dataset = load_dataset(unit.task)
+    if dataset.fingerprint != unit.task_fingerprint:
+        raise TansError(
+            f"Task '{unit.task}' changed since the build was planned (fingerprint "
+            f"{dataset.fingerprint[:12]} != {unit.task_fingerprint[:12]}); start the build again."
+        )
+    fmt = config.working_format
+    data = to_working(dataset, fmt)
+    torch.manual_seed(unit.seed)
+    pretrained = config.pretrained and unit.arch.startswith("timm/")
+    model = create_model(unit.arch, num_classes=dataset.num_classes, pretrained=pretrained)
+    recipe = replace(config.recipe, seed=unit.seed)
+    result = train(model, data, recipe, device="cpu")
+    cost = measure(model, input_size=fmt.size, in_chans=3, repeats=config.latency_repeats)
+    entry = ZooEntry(
+        id=unit.id,
+        arch=unit.arch,
+        task=dataset.name,
+        task_fingerprint=unit.task_fingerprint,
+        task_family=dataset.family,
+        num_classes=dataset.num_classes,
+        recipe=_recipe_record(config, unit.arch, unit.seed),
+        seed=unit.seed,
+        val_acc=result.val_acc,
+        test_acc=result.test_acc,
+        chance_acc=result.chance,
+        params=cost.params,
+        flops=cost.flops,
+        latency_ms=cost.latency_ms,
+        latency_threads=cost.latency_threads,
+        machine=cost.machine,
+        embedding=functional_embedding(model, size=fmt.size),
+    )
+    weights = {k: v.detach().cpu().contiguous().numpy() for k, v in model.state_dict().items()}
+    return entry, weights, result.train_images * len(result.epochs)
+
+
+def _safe_train_unit(unit: BuildUnit, config: BuildConfig):
+    """``train_unit`` that returns a one-line failure instead of raising (workers must not die)."""
+    try:
+        return unit, train_unit(unit, config), None
+    except Exception as exc:  # noqa: BLE001 - reported per unit, the build goes on
+        reason = str(exc) if isinstance(exc, TansError) else f"{type(exc).__name__}: {exc}"
+        return unit, None, reason.splitlines()[0] if reason else type(exc).__name__
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+
+
+# -------------------------------------------------------------------------------------- driver
+Progress = Callable[[BuildReport, BuildUnit, str | None], None]
+
+
+def build_zoo(
+    zoo: Zoo | str | os.PathLike[str],
+    config: BuildConfig,
+    *,
+    workers: int | None = None,
+    ray_address: str | None = None,
+    progress: Progress | None = None,
+    on_plan: Callable[[int, int], None] | None = None,
+) -> BuildReport:
+    """Train every unit of ``config`` not yet in the zoo and add it.
+
+    Parameters
+    ----------
+    zoo : Zoo or path
+        The zoo to fill (created if the path does not exist yet).
+    config : BuildConfig
+        Tasks, architectures, seeds and recipe.
+    workers : int or None
+        Local processes (default: every core); each trains with one torch thread. ``1`` trains in
+        this process.
+    ray_address : str or None
+        Run the units as Ray tasks instead: ``"auto"`` joins the running cluster, an address joins
+        that one, ``"local"`` starts a local Ray instance. Results travel back to this process,
+        which alone writes the zoo.
+    progress : callable or None
+        Called after each unit with the running report, the unit and its failure reason (or None).
+    on_plan : callable or None
+        Called once with (units to build, units already in the zoo) before training starts.
+
+    Returns
+    -------
+    BuildReport
+    """
+    zoo = zoo if isinstance(zoo, Zoo) else Zoo.create(zoo)
+    start = time.perf_counter()
+    units = plan_units(config)
+    todo = [u for u in units if u.id not in zoo]
+    report = BuildReport(planned=len(units), skipped=len(units) - len(todo))
+    if on_plan is not None:
+        on_plan(len(todo), report.skipped)
+
+    if ray_address is not None:
+        report.executor = f"ray ({ray_address})"
+        results = _run_ray(todo, config, ray_address)
+    else:
+        workers = max(1, workers or os.cpu_count() or 1)
+        report.workers = min(workers, max(len(todo), 1))
+        report.executor = "in-process" if report.workers == 1 else "process pool"
+        results = _run_local(todo, config, report.workers)
+
+    for unit, output, failure in results:
+        if output is not None:
+            entry, weights, images = output
+            zoo.add(entry, weights)
+            report.built.append(unit.id)
+            report.train_images += images
+        else:
+            report.failed[unit.id] = f"{unit.task} / {unit.arch}: {failure}"
+        report.seconds = time.perf_counter() - start
+        if progress is not None:
+            progress(report, unit, failure)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _run_local(units: list[BuildUnit], config: BuildConfig, workers: int) -> Iterator:
+    if workers == 1:
+        import torch
+
+        # One thread, as in the pool: on a busy machine a second OpenMP thread that waits for a
+        # core makes every operation stall (seen here: 100x slower training).
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            for unit in units:
+                yield _safe_train_unit(unit, config)
+        finally:
+            torch.set_num_threads(before)
+        return
+    # spawn, not fork: forking a process that has started torch's thread pools can deadlock.
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
+                             initargs=(1,)) as pool:
+        pending: set[Future] = set()
+        queue = iter(units)
+        # Keep at most two units per worker in flight, so a kill loses little finished work.
+        for unit in queue:
+            pending.add(pool.submit(_safe_train_unit, unit, config))
+            if len(pending) >= 2 * workers:
+                break
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield future.result()
+                nxt = next(queue, None)
+                if nxt is not None:
+                    pending.add(pool.submit(_safe_train_unit, nxt, config))
+
+
+def _run_ray(units: list[BuildUnit], config: BuildConfig, address: str) -> Iterator:
+    try:
+        import ray
+    except ImportError:
+        raise TansError("Ray is not installed; run: pip install 'ray[default]' (or pip install -e '.[ray]').") from None
+    if not ray.is_initialized():
+        try:
+            if address == "local":
+                ray.init(include_dashboard=False, log_to_driver=False)
+            else:
+                ray.init(address=address, log_to_driver=False)
+        except ConnectionError as exc:
+            raise TansError(
+                f"Could not join a Ray cluster at '{address}' ({exc}); start one with 'ray start --head' "
+                "or pass --ray local."
+            ) from None
+    remote = ray.remote(num_cpus=1)(_ray_unit)
+    pending = [remote.remote(unit, config) for unit in units]
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        yield ray.get(done[0])
+
+
+def _ray_unit(unit: BuildUnit, config: BuildConfig):
+    _init_worker(1)
+    return _safe_train_unit(unit, config)
