@@ -71,6 +71,14 @@ def test_rebuild_skips_everything(tiny_zoo):
     assert report.skipped == 4 and not report.built and len(Zoo.open(tiny_zoo)) == 4
 
 
+def test_max_units_builds_part_and_a_rerun_continues(tmp_path):
+    config = tiny_config(tasks=("digits-0-4",), archs_per_task=3)
+    first = build_zoo(tmp_path / "zoo", config, workers=1, max_units=1)
+    assert len(first.built) == 1 and first.skipped == 0
+    second = build_zoo(tmp_path / "zoo", config, workers=1)
+    assert second.skipped == 1 and len(second.built) == 2
+
+
 def test_units_are_deterministic():
     a, b = plan_units(tiny_config()), plan_units(tiny_config())
     assert [u.id for u in a] == [u.id for u in b]

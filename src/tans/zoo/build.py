@@ -307,6 +307,7 @@ def build_zoo(
     ray_address: str | None = None,
     progress: Progress | None = None,
     on_plan: Callable[[int, int], None] | None = None,
+    max_units: int | None = None,
 ) -> BuildReport:
     """Train every unit of ``config`` not yet in the zoo and add it.
 
@@ -327,6 +328,8 @@ def build_zoo(
         Called after each unit with the running report, the unit and its failure reason (or None).
     on_plan : callable or None
         Called once with (units to build, units already in the zoo) before training starts.
+    max_units : int or None
+        Build at most this many of the missing units (in plan order); a later build continues.
 
     Returns
     -------
@@ -335,8 +338,9 @@ def build_zoo(
     zoo = zoo if isinstance(zoo, Zoo) else Zoo.create(zoo)
     start = time.perf_counter()
     units = plan_units(config)
-    todo = [u for u in units if u.id not in zoo]
-    report = BuildReport(planned=len(units), skipped=len(units) - len(todo))
+    stored = set(zoo.ids())
+    todo = [u for u in units if u.id not in stored][:max_units]
+    report = BuildReport(planned=len(units), skipped=sum(u.id in stored for u in units))
     if on_plan is not None:
         on_plan(len(todo), report.skipped)
 
