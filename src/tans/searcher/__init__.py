@@ -1,5 +1,8 @@
-"""The searcher: set encoder, model encoder, performance predictor, losses, training-free scores."""
+"""The searcher: feature extractor, query and model encoders, predictor, losses, meta-training, search."""
 
+from tans.searcher.artifact import FORMAT_VERSION, load_artifact, save_artifact
+from tans.searcher.encoders import ModelEncoder, QueryEncoder, SearcherNet, model_inputs
+from tans.searcher.features import DEFAULT_EXTRACTOR, FeatureExtractor, make_extractor, query_sample, train_default_extractor
 from tans.searcher.logme import logme_score
 from tans.searcher.losses import (
     LossTerms,
@@ -9,20 +12,43 @@ from tans.searcher.losses import (
     positives_from_accuracy,
     predictor_loss,
 )
+from tans.searcher.meta_train import EpochLog, MetaTrainConfig, MetaTrainResult, evaluate_tasks, meta_train, split_tasks
 from tans.searcher.predictor import PerformancePredictor
+from tans.searcher.searcher import Searcher, SearchResult, SearchRow
 from tans.searcher.set_encoder import AttentionPooling, MeanPooling, list_set_encoders, make_set_encoder
 
 __all__ = [
     "AttentionPooling",
+    "DEFAULT_EXTRACTOR",
+    "EpochLog",
+    "FORMAT_VERSION",
+    "FeatureExtractor",
     "LossTerms",
     "MeanPooling",
     "MetaContrastiveLoss",
+    "MetaTrainConfig",
+    "MetaTrainResult",
+    "ModelEncoder",
     "PerformancePredictor",
+    "QueryEncoder",
+    "SearchResult",
+    "SearchRow",
+    "Searcher",
+    "SearcherNet",
+    "evaluate_tasks",
     "list_set_encoders",
+    "load_artifact",
     "logme_score",
+    "make_extractor",
     "make_set_encoder",
     "margin_loss",
+    "meta_train",
+    "model_inputs",
     "multi_positive_info_nce",
     "positives_from_accuracy",
     "predictor_loss",
+    "query_sample",
+    "save_artifact",
+    "split_tasks",
+    "train_default_extractor",
 ]

@@ -1,0 +1,152 @@
+"""The searcher artifact on disk: one directory with a JSON config and a safetensors file.
+
+Layout::
+
+    <path>/
+        searcher.json          {"format": "tans-searcher", "format_version": 1, "weights_sha256": ...,
+                                 "params": ..., "extractor": ..., ...}
+        searcher.safetensors   every tensor (extractor, encoders, predictor), names prefixed
+
+The JSON names the format version; :func:`load_artifact` refuses any other version with a message
+that says how to get a compatible artifact, and checks the weights against their recorded sha256.
+Weights are never pickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from tans._errors import TansError
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "CONFIG_NAME", "WEIGHTS_NAME", "save_artifact", "load_artifact", "is_artifact"]
+
+FORMAT = "tans-searcher"
+FORMAT_VERSION = 1
+CONFIG_NAME = "searcher.json"
+WEIGHTS_NAME = "searcher.safetensors"
+
+
+def is_artifact(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` holds a searcher artifact (of any version)."""
+    return (Path(path) / CONFIG_NAME).is_file()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_artifact(path: str | os.PathLike[str], config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Path:
+    """Write a searcher artifact.
+
+    Parameters
+    ----------
+    path : str or Path
+        Directory to write (created; an existing artifact there is replaced).
+    config : dict
+        JSON-able settings and metadata; ``format``, ``format_version`` and ``weights_sha256``
+        are added.
+    tensors : dict of str to torch.Tensor
+        Every weight of the searcher.
+
+    Returns
+    -------
+    Path
+        The directory.
+
+    Raises
+    ------
+    TansError
+        If ``path`` is an existing file.
+    """
+    root = Path(path).expanduser()
+    if root.exists() and not root.is_dir():
+        raise TansError(f"Cannot write the searcher to '{root}': it is a file; pass a directory path.")
+    root.mkdir(parents=True, exist_ok=True)
+    weights = root / WEIGHTS_NAME
+    fd, tmp = tempfile.mkstemp(dir=root, prefix=WEIGHTS_NAME, suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata={"format": FORMAT})
+        digest = hashlib.sha256(Path(tmp).read_bytes()).hexdigest()
+        os.replace(tmp, weights)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    full = {"format": FORMAT, "format_version": FORMAT_VERSION, "weights_sha256": digest, **config}
+    _atomic_write(root / CONFIG_NAME, (json.dumps(full, indent=2, sort_keys=False) + "\n").encode())
+    return root
+
+
+def load_artifact(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Read a searcher artifact written by :func:`save_artifact`.
+
+    Parameters
+    ----------
+    path : str or Path
+        The artifact directory.
+
+    Returns
+    -------
+    (dict, dict)
+        The JSON config and the tensors (on the CPU).
+
+    Raises
+    ------
+    TansError
+        If the directory holds no artifact, the JSON is unreadable, the format or its version
+        differs from this tans's, or the weights are missing or were modified.
+    """
+    root = Path(path).expanduser()
+    config_path = root / CONFIG_NAME
+    if not config_path.is_file():
+        raise TansError(
+            f"No searcher at '{root}' (expected {CONFIG_NAME} there); create one with "
+            "`tans meta-train --zoo DIR --out PATH` or `tans demo`."
+        )
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TansError(f"The searcher config '{config_path}' is unreadable ({exc}); re-run `tans meta-train`.") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise TansError(
+            f"'{config_path}' is not a tans searcher (format {config.get('format') if isinstance(config, dict) else None!r}, "
+            f"expected '{FORMAT}')."
+        )
+    version = config.get("format_version")
+    if version != FORMAT_VERSION:
+        raise TansError(
+            f"The searcher at '{root}' has format version {version!r}; this tans reads version {FORMAT_VERSION}. "
+            "Re-create it with `tans meta-train`, or use the tans version that wrote it."
+        )
+    weights = root / WEIGHTS_NAME
+    try:
+        data = weights.read_bytes()
+    except FileNotFoundError:
+        raise TansError(f"The searcher weights '{weights}' are missing; re-run `tans meta-train`.") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != config.get("weights_sha256"):
+        raise TansError(
+            f"The searcher weights '{weights}' were modified (sha256 {digest[:12]}... differs from the recorded "
+            f"{str(config.get('weights_sha256'))[:12]}...); re-run `tans meta-train`."
+        )
+    try:
+        tensors = load_file(weights)
+    except (SafetensorError, OSError) as exc:
+        raise TansError(f"The searcher weights '{weights}' are damaged ({exc}); re-run `tans meta-train`.") from None
+    return config, tensors

@@ -1,0 +1,174 @@
+"""Query encoder (a dataset -> a unit vector) and model encoder (a zoo entry -> a unit vector).
+
+Both map into the same ``embed_dim``-wide space, where cosine similarity should be high between a
+dataset and the networks that do well on it.
+
+- :class:`QueryEncoder`: frozen image features of a class-balanced sample -> a set encoder
+  (attention pooling or mean pooling, :func:`tans.searcher.make_set_encoder`) -> unit vector. The
+  set encoder makes it invariant to the order of the images.
+- :class:`ModelEncoder`: the entry's architecture encoding (one-hot per choice, inactive blocks
+  masked, :meth:`tans.space.Arch.encode`; zeros plus a flag for timm models) joined with its
+  functional embedding (the 16 probe images' 128-d penultimate activations, each L2-normalised)
+  -> MLP -> unit vector. It reads only an entry's metadata, so entries added to the zoo after
+  meta-training are embedded with no retraining.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tans._errors import TansError
+from tans.searcher.set_encoder import make_set_encoder
+from tans.space.arch import encoding_size
+from tans.space.functional import EMBEDDING_SIZE, PROBE_DIM, PROBE_IMAGES
+from tans.zoo.entry import ZooEntry
+
+__all__ = ["QueryEncoder", "ModelEncoder", "SearcherNet", "ARCH_FEATURES", "model_inputs"]
+
+#: Architecture features: the space's one-hot encoding plus one "not of the space" flag.
+ARCH_FEATURES = encoding_size() + 1
+
+
+class QueryEncoder(nn.Module):
+    """Set of image features -> unit vector.
+
+    Parameters
+    ----------
+    in_dim : int
+        Width of the frozen image features.
+    embed_dim : int
+        Output width.
+    set_encoder : str
+        ``"attention"`` or ``"mean"``.
+    """
+
+    def __init__(self, in_dim: int, embed_dim: int = 128, *, set_encoder: str = "attention") -> None:
+        super().__init__()
+        self.encoder = make_set_encoder(set_encoder, in_dim, embed_dim)
+
+    def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``(batch, set_size, in_dim)`` features (``mask`` (batch, set_size), True = present) -> ``(batch, embed_dim)``."""
+        return self.encoder(features, mask)
+
+
+@lru_cache(maxsize=65536)
+def _arch_features(arch: str) -> np.ndarray:
+    from tans.space.registry import resolve_arch
+
+    try:
+        parsed = resolve_arch(arch)
+    except TansError:
+        parsed = None  # an imported model the registry does not know: treated like a timm model
+    out = np.zeros(ARCH_FEATURES, dtype=np.float32)
+    if parsed is None:
+        out[-1] = 1.0
+    else:
+        out[:-1] = parsed.encode()
+    out.setflags(write=False)
+    return out
+
+
+def model_inputs(entries: Sequence[ZooEntry]) -> tuple[np.ndarray, np.ndarray]:
+    """The model encoder's inputs for zoo entries.
+
+    Parameters
+    ----------
+    entries : sequence of ZooEntry
+        Any entries.
+
+    Returns
+    -------
+    arch : np.ndarray
+        ``(n, ARCH_FEATURES)`` float32 architecture encodings (last column: not of the space).
+    functional : np.ndarray
+        ``(n, EMBEDDING_SIZE)`` float32 functional embeddings, each probe image's 128 activations
+        L2-normalised (so networks of different scale compare).
+
+    Raises
+    ------
+    TansError
+        If an entry's functional embedding does not have ``EMBEDDING_SIZE`` values.
+    """
+    arch = np.zeros((len(entries), ARCH_FEATURES), dtype=np.float32)
+    functional = np.zeros((len(entries), EMBEDDING_SIZE), dtype=np.float32)
+    for i, entry in enumerate(entries):
+        if entry.embedding.shape != (EMBEDDING_SIZE,):
+            raise TansError(
+                f"entry {entry.id}: expected a functional embedding of {EMBEDDING_SIZE} values (16 probe images x "
+                f"128), got {entry.embedding.shape[0]}; recompute it with tans.space.functional_embedding."
+            )
+        arch[i] = _arch_features(entry.arch)
+        per_image = entry.embedding.reshape(PROBE_IMAGES, PROBE_DIM)
+        norms = np.linalg.norm(per_image, axis=1, keepdims=True)
+        functional[i] = (per_image / np.maximum(norms, 1e-8)).reshape(-1)
+    return arch, functional
+
+
+class ModelEncoder(nn.Module):
+    """Architecture encoding (+ functional embedding) -> MLP -> unit vector.
+
+    Parameters
+    ----------
+    embed_dim : int
+        Output width.
+    use_functional : bool
+        Join the functional embedding (off: architecture only, for the ablation).
+    hidden_dim : int
+        Width of the MLP.
+    """
+
+    def __init__(self, embed_dim: int = 128, *, use_functional: bool = True, hidden_dim: int = 256) -> None:
+        super().__init__()
+        self.use_functional = use_functional
+        self.arch_map = nn.Sequential(nn.Linear(ARCH_FEATURES, hidden_dim), nn.GELU())
+        # the 2048-d functional embedding is reduced first so it does not swamp the 139 arch bits
+        self.functional_map = (
+            nn.Sequential(nn.Linear(EMBEDDING_SIZE, hidden_dim), nn.GELU()) if use_functional else None
+        )
+        width = hidden_dim * (2 if use_functional else 1)
+        self.mlp = nn.Sequential(nn.Linear(width, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, embed_dim))
+
+    def forward(self, arch: torch.Tensor, functional: torch.Tensor | None = None) -> torch.Tensor:
+        """``(n, ARCH_FEATURES)`` and ``(n, EMBEDDING_SIZE)`` inputs (:func:`model_inputs`) -> ``(n, embed_dim)``."""
+        h = self.arch_map(arch)
+        if self.functional_map is not None:
+            if functional is None:
+                raise TansError("This model encoder uses functional embeddings; pass them too.")
+            h = torch.cat([h, self.functional_map(functional)], dim=-1)
+        return F.normalize(self.mlp(h), dim=-1)
+
+
+class SearcherNet(nn.Module):
+    """The learned part of the searcher: query encoder, model encoder and performance predictor.
+
+    Parameters
+    ----------
+    feature_dim : int
+        Width of the frozen image features.
+    embed_dim : int
+        Width of the shared latent space.
+    set_encoder : str
+        ``"attention"`` or ``"mean"``.
+    use_functional : bool
+        Whether the model encoder reads functional embeddings.
+    """
+
+    def __init__(
+        self, feature_dim: int, embed_dim: int = 128, *, set_encoder: str = "attention", use_functional: bool = True
+    ) -> None:
+        super().__init__()
+        from tans.searcher.predictor import PerformancePredictor
+
+        self.query = QueryEncoder(feature_dim, embed_dim, set_encoder=set_encoder)
+        self.model = ModelEncoder(embed_dim, use_functional=use_functional)
+        self.predictor = PerformancePredictor(embed_dim)
+
+    def encode_models(self, arch: torch.Tensor, functional: torch.Tensor) -> torch.Tensor:
+        """``(n, embed_dim)`` unit embeddings of models (inputs from :func:`model_inputs`)."""
+        return self.model(arch, functional if self.model.use_functional else None)
