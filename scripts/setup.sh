@@ -39,11 +39,12 @@ if [ ! -x .venv/bin/python ]; then
   echo "[setup] creating .venv"
   python3.11 -m venv .venv 2>/dev/null || python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import tans, torch, torchvision, timm, pytest, ray" >/dev/null 2>&1; then
-  echo "[setup] installing Python packages into .venv"
+if ! .venv/bin/python -c "import torch, torchvision" >/dev/null 2>&1; then
+  echo "[setup] installing PyTorch into .venv"
   .venv/bin/pip install -q --upgrade pip
-  # torch first, pinned to the wheels this project is tested with (pip finds them on local disk).
+  # Pinned to the wheels this project is tested with (pip finds them on local disk).
   .venv/bin/pip install -q torch==2.14.1 torchvision==0.29.1
-  .venv/bin/pip install -q -e ".[test,ray]"
 fi
+echo "[setup] installing tans and its dependencies into .venv"
+.venv/bin/pip install -q -e ".[test,ray]" 2>&1 | { grep -v "^WARNING: Location" || true; }
 echo "[setup] done"

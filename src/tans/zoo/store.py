@@ -225,7 +225,8 @@ def _serialize(state_dict: Mapping[str, Any], metadata: dict[str, str]) -> bytes
     if all(isinstance(v, np.ndarray) for v in state_dict.values()):
         from safetensors.numpy import save as save_numpy
 
-        return save_numpy({k: np.ascontiguousarray(v) for k, v in state_dict.items()}, metadata=metadata)
+        # np.require, not ascontiguousarray: the latter turns 0-d tensors (BatchNorm counters) into 1-d.
+        return save_numpy({k: np.require(v, requirements="C") for k, v in state_dict.items()}, metadata=metadata)
 
     import torch
     from safetensors.torch import save as save_torch
@@ -233,7 +234,7 @@ def _serialize(state_dict: Mapping[str, Any], metadata: dict[str, str]) -> bytes
     tensors = {}
     for k, v in state_dict.items():
         if isinstance(v, np.ndarray):
-            v = torch.from_numpy(np.ascontiguousarray(v))
+            v = torch.from_numpy(np.require(v, requirements="C"))
         if not isinstance(v, torch.Tensor):
             raise TansError(
                 f"expected tensors in the state dict, got {type(v).__name__} for {k!r}; "

@@ -1,0 +1,27 @@
+"""Fine-tuning a zoo model on a new dataset, the from-scratch comparison, saving and export."""
+
+from tans.finetune.export import FinetunedMeta, FinetunedModel, export_onnx, load_finetuned, save_finetuned
+from tans.finetune.finetune import (
+    Comparison,
+    FinetuneResult,
+    finetune,
+    finetune_and_scratch,
+    finetune_recipe,
+    load_zoo_model,
+)
+from tans.finetune.plots import plot_curves
+
+__all__ = [
+    "finetune",
+    "finetune_and_scratch",
+    "finetune_recipe",
+    "FinetuneResult",
+    "Comparison",
+    "load_zoo_model",
+    "save_finetuned",
+    "load_finetuned",
+    "FinetunedModel",
+    "FinetunedMeta",
+    "export_onnx",
+    "plot_curves",
+]
