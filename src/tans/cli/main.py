@@ -9,7 +9,9 @@ import warnings
 import typer
 
 from tans._errors import TansError, TansWarning
+from tans.cli import bench as bench_cmd
 from tans.cli import data as data_cmd
+from tans.cli import demo as demo_cmd
 from tans.cli import finetune as finetune_cmd
 from tans.cli import meta_train as meta_train_cmd
 from tans.cli import search as search_cmd
@@ -23,10 +25,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data_cmd.app, name="data")
+app.command("demo")(demo_cmd.demo)
 app.command("meta-train")(meta_train_cmd.meta_train)
 app.command("search")(search_cmd.search)
 app.add_typer(zoo_cmd.app, name="zoo")
 app.command("finetune")(finetune_cmd.finetune_cmd)
+app.command("bench")(bench_cmd.bench_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,7 +41,7 @@ class EpochStats:
     lr: float
     train_loss: float  # mean over the epoch's batches (label-smoothed cross-entropy)
     train_acc: float  # on augmented training batches, in train mode
-    val_acc: float  # running BatchNorm statistics; NaN when there are no validation images
+    val_acc: float  # eval mode, BatchNorm statistics re-estimated first; NaN without validation images
     seconds: float  # training plus validation time of the epoch
 
 

@@ -19,15 +19,18 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
+from tans._errors import TansWarning
 from tans.data.dataset import Dataset
 from tans.paths import cache_dir
 
-__all__ = ["CACHE_VERSION", "cached_dataset", "load_npz_dataset", "save_npz_dataset", "stable_seed"]
+__all__ = ["CACHE_VERSION", "cached_dataset", "load_npz_dataset", "read_artwork", "save_npz_dataset", "stable_seed"]
 
 # Bump when a loader's output changes for the same arguments, so stale cache files are ignored.
 CACHE_VERSION = 1
@@ -122,3 +125,33 @@ def cached_dataset(key: str, build: Callable[[], Dataset], *, cache: bool | Path
     dataset = build()
     save_npz_dataset(dataset, path)
     return dataset
+
+
+def read_artwork(paths: Sequence[str | Path], size: int, *, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Decode colour artwork files (emoji, icons) to ``(n, size, size, 3)`` uint8 on white.
+
+    Transparency is composited on white and images are resized with Lanczos. Unreadable files are
+    skipped and counted in one warning naming ``what``.
+
+    Returns
+    -------
+    (np.ndarray, np.ndarray)
+        The images and a boolean mask of the paths that decoded (failed rows are left zero).
+    """
+    images = np.zeros((len(paths), size, size, 3), dtype=np.uint8)
+    ok = np.ones(len(paths), dtype=bool)
+    for i, path in enumerate(paths):
+        try:
+            with Image.open(path) as im:
+                rgba = im.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            rgb = Image.alpha_composite(white, rgba).convert("RGB")
+            if rgb.size != (size, size):
+                rgb = rgb.resize((size, size), Image.Resampling.LANCZOS)
+            images[i] = np.asarray(rgb, dtype=np.uint8)
+        except (OSError, ValueError, Image.DecompressionBombError):
+            ok[i] = False
+    if not ok.all():
+        warnings.warn(f"{what}: skipped {int((~ok).sum())} of {len(paths)} files that are missing or unreadable.",
+                      TansWarning, stacklevel=3)
+    return images, ok

@@ -17,17 +17,16 @@ Apache-2.0, Twitter's Twemoji CC-BY-4.0, Apple's artwork is Apple's property wit
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from tans._errors import TansError, TansWarning, did_you_mean
+from tans._errors import TansError, did_you_mean
 from tans.data.dataset import Dataset
+from tans.data.sources import read_artwork
 from tans.paths import sources_dir
 
 __all__ = [
@@ -160,14 +159,6 @@ def count_emoji(
     return len(_select(vendors, group_by, categories, classes, skin_tones)[0])
 
 
-def _decode(path: Path, size: int) -> np.ndarray:
-    with Image.open(path) as im:
-        rgba = im.convert("RGBA")
-    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    rgb = Image.alpha_composite(white, rgba).convert("RGB")
-    if rgb.size != (size, size):
-        rgb = rgb.resize((size, size), Image.Resampling.LANCZOS)
-    return np.asarray(rgb, dtype=np.uint8)
 
 
 def load_emoji(
@@ -210,19 +201,7 @@ def load_emoji(
     if not 8 <= int(size) <= 256:
         raise TansError(f"Emoji size must be between 8 and 256 pixels, got {size}.")
     kept, labels, names = _select(vendors, group_by, categories, classes, skin_tones)
-    images = np.empty((len(kept), size, size, 3), dtype=np.uint8)
-    ok = np.ones(len(kept), dtype=bool)
-    for i, item in enumerate(kept):
-        try:
-            images[i] = _decode(item.path, size)
-        except (OSError, ValueError, Image.DecompressionBombError):
-            ok[i] = False
-    if not ok.all():
-        warnings.warn(
-            f"emoji: skipped {int((~ok).sum())} of {len(kept)} artwork files that are missing or unreadable.",
-            TansWarning,
-            stacklevel=2,
-        )
+    images, ok = read_artwork([item.path for item in kept], size, what="emoji artwork")
     return Dataset(
         images=images[ok],
         labels=labels[ok],

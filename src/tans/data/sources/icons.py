@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import re
-import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,10 +26,10 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from tans._errors import TansError, TansWarning, did_you_mean
+from tans._errors import TansError, did_you_mean
 from tans.data.dataset import Dataset
+from tans.data.sources import read_artwork
 
 __all__ = [
     "BY",
@@ -196,14 +195,6 @@ def count_icons(
     return len(_select(themes, by, classes, size)[0])
 
 
-def _decode(path: str, size: int) -> np.ndarray:
-    with Image.open(path) as im:
-        rgba = im.convert("RGBA")
-    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    rgb = Image.alpha_composite(white, rgba).convert("RGB")
-    if rgb.size != (size, size):
-        rgb = rgb.resize((size, size), Image.Resampling.LANCZOS)
-    return np.asarray(rgb, dtype=np.uint8)
 
 
 def load_icons(
@@ -240,19 +231,7 @@ def load_icons(
     if not 8 <= int(size) <= 256:
         raise TansError(f"Icon size must be between 8 and 256 pixels, got {size}.")
     paths, labels, names = _select(themes, by, classes, size)
-    images = np.empty((len(paths), size, size, 3), dtype=np.uint8)
-    ok = np.ones(len(paths), dtype=bool)
-    for i, path in enumerate(paths):
-        try:
-            images[i] = _decode(path, size)
-        except (OSError, ValueError, Image.DecompressionBombError):
-            ok[i] = False
-    if not ok.all():
-        warnings.warn(
-            f"icons: skipped {int((~ok).sum())} of {len(paths)} PNG files that are unreadable.",
-            TansWarning,
-            stacklevel=2,
-        )
+    images, ok = read_artwork(paths, size, what="icons")
     return Dataset(
         images=images[ok],
         labels=labels[ok],

@@ -1,0 +1,208 @@
+"""The benchmark's fine-tunes: one job per (dataset, model, epochs, seed, start), cached on disk.
+
+Every fine-tune of a run uses :func:`tans.finetune.finetune_recipe` with the run's image caps, so
+all methods are compared under the same recipe. Each finished job is written at once as a small
+JSON file (atomically), keyed by dataset, model id, epochs, seed and start (pretrained or from
+scratch) under a folder named by the recipe's hash: an interrupted run resumes with what it had,
+and a rerun with the same recipe reuses every result. Jobs run in a process pool (one torch thread
+per process), like the zoo build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, replace
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from tans._errors import TansError
+
+__all__ = ["FinetuneJob", "FinetuneCache", "bench_recipe", "run_jobs"]
+
+
+@dataclass(frozen=True, order=True)
+class FinetuneJob:
+    """One fine-tune (or from-scratch training) of a zoo entry's network on a test dataset."""
+
+    dataset: str
+    model_id: str
+    epochs: int
+    seed: int
+    scratch: bool = False
+
+    @property
+    def filename(self) -> str:
+        start = "scratch" if self.scratch else "ft"
+        return f"{self.model_id}-e{self.epochs}-s{self.seed}-{start}.json"
+
+
+def bench_recipe(epochs: int, seed: int, *, max_train_images: int, max_eval_images: int):
+    """The benchmark's fine-tuning recipe: :func:`~tans.finetune.finetune_recipe` with the run's caps."""
+    from tans.finetune import finetune_recipe
+
+    return replace(
+        finetune_recipe(epochs, seed=seed), max_train_images=max_train_images, max_eval_images=max_eval_images
+    )
+
+
+class FinetuneCache:
+    """Fine-tune results on disk, one JSON file per job.
+
+    Parameters
+    ----------
+    root : path
+        Cache folder (``<out>/cache/finetune``).
+    max_train_images, max_eval_images : int
+        The run's caps; with the rest of the recipe they name the sub-folder, so results of
+        another recipe are never mixed in.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], *, max_train_images: int, max_eval_images: int) -> None:
+        self.caps = {"max_train_images": max_train_images, "max_eval_images": max_eval_images}
+        recipe = bench_recipe(1, 0, **self.caps).to_dict()
+        recipe.pop("seed"), recipe.pop("epochs"), recipe.pop("warmup_epochs")
+        tag = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
+        self.root = Path(root) / f"recipe-{tag}"
+
+    def path(self, job: FinetuneJob) -> Path:
+        return self.root / re.sub(r"[^A-Za-z0-9._-]", "_", job.dataset) / job.filename
+
+    def get(self, job: FinetuneJob) -> dict[str, Any] | None:
+        """The stored result of a job, or None (an unreadable file counts as missing)."""
+        path = self.path(job)
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return None
+
+    def put(self, job: FinetuneJob, record: dict[str, Any]) -> None:
+        """Store a result atomically (write a temporary file, then rename)."""
+        path = self.path(job)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
+        os.replace(tmp, path)
+
+
+def _run_one(job: FinetuneJob, zoo_path: str, cache: FinetuneCache) -> tuple[FinetuneJob, dict | None, str | None]:
+    """Run one job and store it; returns (job, record, failure reason)."""
+    from tans.finetune import finetune
+
+    try:
+        result = finetune(
+            job.dataset,
+            zoo=zoo_path,
+            model_id=job.model_id,
+            recipe=bench_recipe(job.epochs, job.seed, **cache.caps),
+            from_scratch=job.scratch,
+            device="cpu",
+            seed=job.seed,
+        )
+    except Exception as exc:  # noqa: BLE001 - one failed job is reported, the run goes on
+        reason = str(exc) if isinstance(exc, TansError) else f"{type(exc).__name__}: {exc}"
+        return job, None, (reason.splitlines() or [type(exc).__name__])[0]
+    # The curve's last point is the final (BatchNorm re-estimated) accuracy, like the target's.
+    curve = [e.val_acc for e in result.epochs[:-1]] + [result.val_acc]
+    record = {
+        "dataset": job.dataset,
+        "dataset_fingerprint": result.dataset_fingerprint,
+        "model_id": job.model_id,
+        "arch": result.arch,
+        "epochs": job.epochs,
+        "seed": job.seed,
+        "scratch": job.scratch,
+        "val_acc": result.val_acc,
+        "test_acc": result.test_acc,
+        "chance": result.chance,
+        "curve": curve,
+        "wall_seconds": result.wall_seconds,
+        "train_images": result.train.train_images,
+    }
+    cache.put(job, record)
+    return job, record, None
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def run_jobs(
+    jobs: Sequence[FinetuneJob],
+    *,
+    zoo_path: str | os.PathLike[str],
+    cache: FinetuneCache,
+    workers: int | None = None,
+    progress: Callable[[int, int, FinetuneJob, str | None], None] | None = None,
+) -> tuple[dict[FinetuneJob, dict], dict[FinetuneJob, str]]:
+    """Run every job not yet in the cache; return all results and the failures.
+
+    Parameters
+    ----------
+    jobs : sequence of FinetuneJob
+        What to train (duplicates are run once).
+    zoo_path : path
+        The zoo holding the models.
+    cache : FinetuneCache
+        Where results are read from and written to.
+    workers : int or None
+        Processes (default: every core); 1 runs in this process with one torch thread.
+    progress : callable or None
+        ``progress(done, total, job, failure)`` after each job that had to run.
+
+    Returns
+    -------
+    (dict, dict)
+        Records by job, and one-line failure reasons by job.
+    """
+    jobs = sorted(set(jobs))
+    records = {job: rec for job in jobs if (rec := cache.get(job)) is not None}
+    todo = [job for job in jobs if job not in records]
+    failures: dict[FinetuneJob, str] = {}
+    workers = max(1, min(workers or os.cpu_count() or 1, max(len(todo), 1)))
+    for done, (job, record, failure) in enumerate(_execute(todo, str(zoo_path), cache, workers), start=1):
+        if record is not None:
+            records[job] = record
+        else:
+            failures[job] = failure or "failed"
+        if progress is not None:
+            progress(done, len(todo), job, failure)
+    return records, failures
+
+
+def _execute(todo: list[FinetuneJob], zoo_path: str, cache: FinetuneCache, workers: int) -> Iterator:
+    if not todo:
+        return
+    if workers == 1:
+        import torch
+
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)  # as in the pool: a second thread waiting for a busy core stalls
+        try:
+            for job in todo:
+                yield _run_one(job, zoo_path, cache)
+        finally:
+            torch.set_num_threads(before)
+        return
+    # spawn, not fork: forking a process that has started torch's thread pools can deadlock.
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
+        queue = iter(todo)
+        pending: set[Future] = set()
+        for job in queue:
+            pending.add(pool.submit(_run_one, job, zoo_path, cache))
+            if len(pending) >= 2 * workers:
+                break
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield future.result()
+                nxt = next(queue, None)
+                if nxt is not None:
+                    pending.add(pool.submit(_run_one, nxt, zoo_path, cache))

@@ -1,0 +1,451 @@
+"""The benchmark protocol: zoo -> searchers -> every method picks -> candidate pool fine-tuned -> metrics.
+
+:func:`run_bench` does, in order (each step resumes from what is on disk):
+
+1. build the zoo of the config (:func:`tans.zoo.build.build_zoo`, which skips stored units) and
+   check that no test dataset's family is in it;
+2. meta-train the main searcher and its ablations on the zoo's tasks (saved under
+   ``<out>/searchers``; reloaded when the zoo and settings are unchanged);
+3. for each test dataset and budget, every method ranks the zoo entries within the budget
+   (timed: that is its search time);
+4. the candidate pool of each test dataset: the union of every method's top ``pool_top_k`` at every
+   budget plus ``pool_random`` random entries; each member is fine-tuned at 1 epoch and at
+   ``epochs`` epochs for every seed, the searcher's top-1 architecture is also trained from scratch
+   (1, ``epochs`` and ``scratch_epochs`` epochs), all cached (:mod:`tans.bench.finetunes`);
+5. metrics per (dataset, budget, epoch budget), and their means (:mod:`tans.bench.metrics`).
+
+The oracle of a (dataset, budget) is the pool member within the budget with the best mean test
+accuracy; a method's accuracy is its pick's mean test accuracy over the seeds.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tans._errors import TansError
+from tans.bench.config import BenchConfig, resolve_budget
+from tans.bench.finetunes import FinetuneCache, FinetuneJob, run_jobs
+from tans.bench.methods import SEARCHER_VARIANTS, MethodContext, Ranking, get_method
+from tans.bench.metrics import TAU_CONVENTIONS, epochs_to_reach, mean_or_none, regret_points, rel_at_k, speed_ratio, weighted_tau
+
+__all__ = ["BenchRun", "run_bench"]
+
+#: progress(stage, done, total, status); total is None while unknown.
+Progress = Callable[[str, int, "int | None", str], None]
+
+BASELINES = ("random", "largest", "params", "static-prior", "logme", "scratch")  # non-searcher, non-oracle
+
+
+@dataclass
+class BenchRun:
+    """What :func:`run_bench` produced: the JSON-able results and the embeddings for the map."""
+
+    results: dict[str, Any]
+    embeddings: dict[str, Any] = field(default_factory=dict)  # points, families, kinds, names
+    out_dir: Path | None = None
+    files: dict[str, str] = field(default_factory=dict)  # written by tans.bench.report
+
+
+def _noop(stage: str, done: int, total: int | None, status: str) -> None:
+    return None
+
+
+# ------------------------------------------------------------------------------ steps 1 and 2
+def _build_zoo(config: BenchConfig, out_dir: Path, progress: Progress):
+    from tans.zoo import Zoo
+    from tans.zoo.build import build_zoo
+
+    path = config.zoo_path(out_dir)
+    state = {"total": None}
+
+    def on_plan(todo: int, skipped: int) -> None:
+        state["total"] = todo
+        progress("zoo", 0, todo, f"{skipped} already built")
+
+    def on_unit(report, unit, failure) -> None:
+        progress("zoo", len(report.built) + len(report.failed), state["total"], unit.task)
+
+    report = build_zoo(path, config.zoo, workers=config.workers, on_plan=on_plan, progress=on_unit)
+    zoo = Zoo.open(path)
+    if len(zoo) == 0:
+        raise TansError(f"The bench zoo at {path} is empty after the build ({len(report.failed)} units failed).")
+    return zoo, report
+
+
+def _check_held_out(config: BenchConfig, zoo) -> dict[str, Any]:
+    from tans.data import load_dataset
+
+    zoo_families = {e.task_family for e in zoo.entries()}
+    datasets = {}
+    for name in config.test_datasets:
+        dataset = load_dataset(name)
+        if dataset.family in zoo_families:
+            raise TansError(
+                f"Test dataset '{name}' is of family '{dataset.family}', which the zoo was trained on; "
+                "hold out whole families (remove its tasks from the zoo config or pick another test dataset)."
+            )
+        datasets[name] = dataset
+    return datasets
+
+
+def _fit_searchers(config: BenchConfig, zoo, out_dir: Path, variants: list[str], progress: Progress):
+    from tans.searcher import Searcher
+
+    searchers, seconds = {}, {}
+    for i, variant in enumerate(variants):
+        params = {**config.searcher, **SEARCHER_VARIANTS[variant]}
+        path = out_dir / "searchers" / variant
+        progress("searchers", i, len(variants), variant)
+        tic = time.perf_counter()
+        searcher = None
+        if (path / "config.json").exists() or path.is_dir():
+            try:
+                loaded = Searcher.load(path)
+                same = all(loaded.get_params().get(k) == v for k, v in params.items())
+                if same and loaded.zoo_info_.get("entries") == len(zoo):
+                    searcher = loaded
+            except TansError:
+                searcher = None  # a damaged artifact is refitted
+        if searcher is None:
+            searcher = Searcher(**params).fit(zoo)
+            searcher.save(path)
+            seconds[variant] = time.perf_counter() - tic
+        else:
+            seconds[variant] = float(searcher.result_.seconds)
+        searchers[variant] = searcher
+    progress("searchers", len(variants), len(variants), "done")
+    return searchers, seconds
+
+
+# ------------------------------------------------------------------------------ steps 3 and 4
+def _rng(config: BenchConfig, *parts: object) -> np.random.Generator:
+    return np.random.default_rng([config.seed, zlib.crc32("|".join(map(str, parts)).encode())])
+
+
+def _pool(config: BenchConfig, ctx: MethodContext, rankings: dict, limits: list) -> dict[str, list[str]]:
+    """Pool members of one dataset -> why they are in it (method names, or "random")."""
+    pool: dict[str, list[str]] = {}
+    for limit in limits:
+        for name, ranking in rankings[limit].items():
+            for entry_id in ranking.ids:  # at most pool_top_k, or the random draws
+                pool.setdefault(entry_id, []).append(name)
+    shares = [config.pool_random // len(limits)] * len(limits)
+    shares[0] += config.pool_random - sum(shares)
+    for limit, share in zip(limits, shares):
+        left = [p for p in ctx.allowed(limit) if ctx.entries[p].id not in pool]
+        for p in _rng(config, ctx.dataset.name, "pool", limit).permutation(np.array(left, dtype=np.int64))[:share]:
+            pool.setdefault(ctx.entries[p].id, []).append("random-pool")
+    return pool
+
+
+# ------------------------------------------------------------------------------------- step 5
+class _Results:
+    """Mean over seeds of the fine-tunes of one dataset."""
+
+    def __init__(self, records: dict[FinetuneJob, dict], dataset: str, seeds: tuple[int, ...]) -> None:
+        self.records, self.dataset, self.seeds = records, dataset, seeds
+
+    def _runs(self, model_id: str, epochs: int, scratch: bool) -> list[dict]:
+        runs = [self.records.get(FinetuneJob(self.dataset, model_id, epochs, s, scratch)) for s in self.seeds]
+        return [r for r in runs if r is not None]
+
+    def acc(self, model_id: str, epochs: int, split: str = "test", scratch: bool = False) -> float:
+        runs = self._runs(model_id, epochs, scratch)
+        return float(np.mean([r[f"{split}_acc"] for r in runs])) if runs else math.nan
+
+    def curve(self, model_id: str, epochs: int, scratch: bool = False) -> list[float]:
+        runs = self._runs(model_id, epochs, scratch)
+        return np.mean([r["curve"] for r in runs], axis=0).tolist() if runs else []
+
+
+def _pick(method, ids: list[str], res: _Results, epochs: int) -> tuple[list[str], float]:
+    """The model(s) a method ends with at an epoch budget, and their test accuracy."""
+    if method.pick == "mean":
+        accs = [res.acc(i, epochs) for i in ids]
+        return ids, float(np.nanmean(accs)) if accs else math.nan
+    if method.pick == "best-val-of-3":
+        top = ids[:3]
+        vals = np.array([res.acc(i, epochs, "val") for i in top])
+        best = top[int(np.nanargmax(vals))] if np.isfinite(vals).any() else top[0]
+        return [best], res.acc(best, epochs)
+    return ids[:1], res.acc(ids[0], epochs)
+
+
+def _evaluate(
+    config: BenchConfig,
+    ctx: MethodContext,
+    methods: list,
+    rankings: dict[str, Ranking],
+    pool: dict[str, list[str]],
+    res: _Results,
+    limit: int | None,
+    scratch_id: str,
+) -> dict[str, Any]:
+    """Every metric of one (dataset, budget)."""
+    entries = {e.id: e for e in ctx.entries}
+    members = [i for i in pool if limit is None or entries[i].params <= limit]
+    budgets = sorted({1, config.epochs})
+    E = config.epochs
+    scratch_curve = res.curve(scratch_id, config.scratch_epochs, scratch=True)
+    target = scratch_curve[-1] if scratch_curve else math.nan
+    out: dict[str, Any] = {"pool_size": len(members), "oracle": {}, "methods": {}, "tau": {}}
+    for e in budgets:
+        accs = {i: res.acc(i, e) for i in members}
+        best = max((i for i in accs if not math.isnan(accs[i])), key=accs.get, default=None)
+        out["oracle"][str(e)] = {"id": best, "acc": accs.get(best, math.nan) if best else math.nan}
+    oracle_E = out["oracle"][str(E)]["id"]
+    out["oracle"]["curve"] = res.curve(oracle_E, E) if oracle_E else []
+    searcher_seconds = rankings["searcher"].seconds if "searcher" in rankings else math.nan
+    for method in methods:
+        ranking = rankings[method.name]
+        row: dict[str, Any] = {"ranked": ranking.ids[: config.pool_top_k], "search_seconds": ranking.seconds,
+                               "speed_ratio": speed_ratio(ranking.seconds, searcher_seconds)}
+        for e in budgets:
+            picked, acc = _pick(method, ranking.ids, res, e)
+            oracle = out["oracle"][str(e)]["acc"]
+            row[str(e)] = {
+                "picked": picked,
+                "acc": acc,
+                "regret": regret_points(acc, oracle),
+                "rel@3": rel_at_k([res.acc(i, e) for i in ranking.ids[:3]], oracle, 3),
+            }
+        picked_E = row[str(E)]["picked"]
+        curve = np.mean([res.curve(i, E) for i in picked_E], axis=0).tolist() if picked_E else []
+        row["curve"] = curve
+        row["epochs_to_scratch"] = epochs_to_reach(curve, target) if curve else None
+        row["params"] = int(np.mean([entries[i].params for i in picked_E]))
+        out["methods"][method.name] = row
+        if method.score is not None and len(members) >= 2:
+            scores = method.score(ctx, ctx.positions(members))
+            out["tau"][method.name] = {str(e): weighted_tau(scores, [res.acc(i, e) for i in members]) for e in budgets}
+    scratch = {"model_id": scratch_id, "arch": entries[scratch_id].arch, "params": entries[scratch_id].params,
+               "curve": scratch_curve, "target": target}
+    for e in sorted({1, E, config.scratch_epochs}):
+        scratch[str(e)] = {"acc": res.acc(scratch_id, e, scratch=True)}
+        if str(e) in out["oracle"]:
+            scratch[str(e)]["regret"] = regret_points(scratch[str(e)]["acc"], out["oracle"][str(e)]["acc"])
+    out["scratch"] = scratch
+    out["pool"] = [
+        {"id": i, "arch": entries[i].arch, "params": entries[i].params, "source": entries[i].task,
+         "why": pool[i], **{f"acc@{e}": res.acc(i, e) for e in budgets}}
+        for i in members
+    ]
+    return out
+
+
+def _summarise(config: BenchConfig, cells: list[dict], method_names: list[str]) -> dict[str, Any]:
+    """Means over every (dataset, budget) cell."""
+    budgets = [str(e) for e in sorted({1, config.epochs})]
+    rows = {}
+    for name in method_names:
+        row: dict[str, Any] = {}
+        for e in budgets:
+            row[e] = {k: mean_or_none([c["methods"][name][e][k] for c in cells]) for k in ("acc", "regret", "rel@3")}
+        row["search_seconds"] = mean_or_none([c["methods"][name]["search_seconds"] for c in cells])
+        row["speed_ratio"] = mean_or_none([c["methods"][name]["speed_ratio"] for c in cells])
+        reached = [c["methods"][name]["epochs_to_scratch"] for c in cells]
+        row["epochs_to_scratch"] = mean_or_none([r for r in reached if r is not None])
+        row["reached_scratch"] = f"{sum(r is not None for r in reached)}/{len(reached)}"
+        row["params"] = mean_or_none([c["methods"][name]["params"] for c in cells])
+        taus = [c["tau"][name] for c in cells if name in c["tau"]]
+        if taus:
+            row["tau"] = {e: {conv: mean_or_none([t[e][conv] for t in taus]) for conv in TAU_CONVENTIONS} for e in budgets}
+        rows[name] = row
+    rows["oracle"] = {e: {"acc": mean_or_none([c["oracle"][e]["acc"] for c in cells]), "regret": 0.0, "rel@3": 1.0}
+                      for e in budgets}
+    rows["scratch"] = {
+        e: {"acc": mean_or_none([c["scratch"][e]["acc"] for c in cells]),
+            "regret": mean_or_none([c["scratch"][e].get("regret") for c in cells]), "rel@3": None}
+        for e in budgets
+    }
+    rows["scratch"]["final"] = mean_or_none([c["scratch"][str(config.scratch_epochs)]["acc"] for c in cells])
+    return rows
+
+
+def _goals(config: BenchConfig, summary: dict, cells: list[dict], logme_zoo_seconds: list[float]) -> dict[str, Any]:
+    """The issue's goals, measured (None where a needed method was not run)."""
+    goals: dict[str, Any] = {}
+    if "searcher" not in summary:
+        return goals
+    s = summary["searcher"]
+    goals["searcher_regret_le_1_point"] = {
+        e: {"value": s[e]["regret"], "met": s[e]["regret"] is not None and s[e]["regret"] <= 1.0} for e in s if e.isdigit()
+    }
+    baselines = [b for b in BASELINES if b in summary]
+    best_other = max(((summary[b]["1"]["acc"] or -1.0, b) for b in baselines), default=(None, None))
+    goals["beats_every_baseline_at_1_epoch"] = {
+        "searcher": s["1"]["acc"], "best_baseline": best_other[1], "best_baseline_acc": best_other[0],
+        "met": best_other[0] is not None and s["1"]["acc"] is not None and s["1"]["acc"] > best_other[0],
+    }
+    quarter = config.scratch_epochs / 4
+    reached = [c["methods"]["searcher"]["epochs_to_scratch"] for c in cells]
+    goals["reaches_scratch_in_quarter_epochs"] = {
+        "scratch_epochs": config.scratch_epochs, "quarter": quarter,
+        "cells_met": f"{sum(r is not None and r <= quarter for r in reached)}/{len(reached)}",
+        "met": all(r is not None and r <= quarter for r in reached),
+    }
+    searcher_s = s["search_seconds"]
+    logme_s = mean_or_none(logme_zoo_seconds)
+    ratio = speed_ratio(logme_s, searcher_s) if logme_s is not None and searcher_s else None
+    goals["100x_faster_than_logme_whole_zoo"] = {
+        "searcher_seconds": searcher_s, "logme_whole_zoo_seconds": logme_s, "ratio": ratio,
+        "met": ratio is not None and ratio >= 100,
+    }
+    return goals
+
+
+# ------------------------------------------------------------------------------------ driver
+def _embeddings(searcher, zoo, datasets: dict) -> dict[str, Any]:
+    """Model and dataset embeddings of the main searcher, for the 2-D map."""
+    from tans.data import load_dataset
+
+    entries = zoo.entries()
+    points = [searcher.embed_entries(entries)]
+    names = [e.id for e in entries]
+    families = [e.task_family for e in entries]
+    kinds = ["model"] * len(entries)
+    tasks = {e.task: e.task_family for e in entries}
+    queries = []
+    for name, family in sorted(tasks.items()):
+        queries.append((name, family, "zoo task", load_dataset(name)))
+    queries += [(name, ds.family, "test dataset", ds) for name, ds in datasets.items()]
+    for name, family, kind, ds in queries:
+        points.append(searcher.embed_dataset(ds)[None])
+        names.append(name)
+        families.append(family)
+        kinds.append(kind)
+    return {"points": np.concatenate(points), "names": names, "families": families, "kinds": kinds}
+
+
+def run_bench(
+    config: BenchConfig,
+    out_dir: str | os.PathLike[str],
+    *,
+    progress: Progress | None = None,
+) -> BenchRun:
+    """Run the whole benchmark protocol and write ``report.md``, ``results.json`` and the plots.
+
+    Parameters
+    ----------
+    config : BenchConfig
+        What to run (:meth:`BenchConfig.from_file`, :func:`tans.bench.quick_config`).
+    out_dir : path
+        Output directory: the zoo (unless ``config.zoo_dir``), searchers, fine-tune cache and
+        report. Running again resumes and reuses everything stored there.
+    progress : callable, optional
+        ``progress(stage, done, total, status)``; stages ``zoo``, ``searchers``, ``rank``,
+        ``finetune``, ``report``.
+
+    Returns
+    -------
+    BenchRun
+
+    Raises
+    ------
+    TansError
+        If a test dataset's family is in the zoo, a budget excludes every model, or a setting is
+        invalid.
+    """
+    from tans.bench.report import write_report
+
+    progress = progress or _noop
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+
+    zoo, build = _build_zoo(config, out_dir, progress)
+    timings["zoo_build"] = time.perf_counter() - start
+    datasets = _check_held_out(config, zoo)
+
+    methods = [get_method(m) for m in config.method_names()]
+    variants = [v for v in SEARCHER_VARIANTS if v == "main" or any(m.searcher == v for m in methods)]
+    tic = time.perf_counter()
+    searchers, fit_seconds = _fit_searchers(config, zoo, out_dir, variants, progress)
+    timings["meta_train"] = time.perf_counter() - tic
+
+    tic = time.perf_counter()
+    params = np.array([e.params for e in zoo.entries()])
+    limits = [resolve_budget(b, params) for b in config.budgets]
+    first = next(iter(datasets.values()))
+    for searcher in searchers.values():
+        searcher.search(first, zoo=zoo, top_k=1)  # warm-up: builds the zoo's index once, as in real use
+    contexts, rankings, pools, logme_zoo = {}, {}, {}, []
+    for d, (name, dataset) in enumerate(datasets.items()):
+        progress("rank", d, len(datasets), name)
+        ctx = MethodContext(dataset=dataset, zoo=zoo, searchers=searchers, seed=config.seed,
+                            random_draws=config.random_draws, logme_per_class=config.logme_per_class)
+        rankings[name] = {limit: {m.name: m.rank(ctx, limit, config.pool_top_k) for m in methods} for limit in limits}
+        if any(m.name == "logme" for m in methods):
+            _, per_entry, shared = ctx.logme()
+            logme_zoo.append(shared + float(per_entry.sum()))
+        pools[name] = _pool(config, ctx, rankings[name], limits)
+        contexts[name] = ctx
+    progress("rank", len(datasets), len(datasets), "done")
+    timings["rank"] = time.perf_counter() - tic
+
+    # The from-scratch comparison trains the searcher's top-1 architecture (or the first method's).
+    lead = "searcher" if any(m.name == "searcher" for m in methods) else methods[0].name
+    scratch_ids = {(n, limit): rankings[n][limit][lead].ids[0] for n in datasets for limit in limits}
+    jobs = []
+    for name in datasets:
+        for entry_id in pools[name]:
+            jobs += [FinetuneJob(name, entry_id, e, s) for e in sorted({1, config.epochs}) for s in config.seeds]
+    for (name, _), entry_id in scratch_ids.items():
+        jobs += [FinetuneJob(name, entry_id, e, s, scratch=True)
+                 for e in sorted({1, config.epochs, config.scratch_epochs}) for s in config.seeds]
+    cache = FinetuneCache(out_dir / "cache" / "finetune", max_train_images=config.max_train_images,
+                          max_eval_images=config.max_eval_images)
+    tic = time.perf_counter()
+    records, failures = run_jobs(
+        jobs, zoo_path=zoo.path, cache=cache, workers=config.workers,
+        progress=lambda done, total, job, failure: progress("finetune", done, total, f"{job.dataset} {job.model_id[:10]}"),
+    )
+    timings["finetune"] = time.perf_counter() - tic
+
+    cells = []
+    for name, dataset in datasets.items():
+        res = _Results(records, name, config.seeds)
+        for budget, limit in zip(config.budgets, limits):
+            cell = _evaluate(config, contexts[name], methods, rankings[name][limit], pools[name], res, limit,
+                             scratch_ids[(name, limit)])
+            cells.append({"dataset": name, "family": dataset.family, "budget": budget, "max_params": limit, **cell})
+    summary = _summarise(config, cells, [m.name for m in methods])
+    results: dict[str, Any] = {
+        "config": config.to_dict(),
+        "methods": {m.name: {"label": m.label, "pick": m.pick} for m in methods},
+        "tau_conventions": TAU_CONVENTIONS,
+        "zoo": {"path": str(zoo.path), "entries": len(zoo), "tasks": len({e.task for e in zoo.entries()}),
+                "families": sorted({e.task_family for e in zoo.entries()}), "build": build.to_dict()},
+        "searchers": {v: {"fit_seconds": round(fit_seconds[v], 2), "train_tasks": s.train_tasks_,
+                          "val_tasks": s.val_tasks_} for v, s in searchers.items()},
+        "test_datasets": {n: {"family": d.family, "classes": d.num_classes, "images": len(d)} for n, d in datasets.items()},
+        "budgets": [{"spec": b, "max_params": limit} for b, limit in zip(config.budgets, limits)],
+        "finetunes": {"jobs": len(set(jobs)), "failed": {f"{j.dataset}/{j.model_id}/e{j.epochs}/s{j.seed}"
+                                                            f"{'/scratch' if j.scratch else ''}": r
+                                                            for j, r in failures.items()},
+                      "epochs_trained": int(sum(j.epochs for j in set(jobs)))},
+        "logme_whole_zoo_seconds": logme_zoo,
+        "cells": cells,
+        "summary": summary,
+    }
+    results["goals"] = _goals(config, summary, cells, logme_zoo)
+    tic = time.perf_counter()
+    progress("report", 0, 1, "embeddings")
+    embeddings = _embeddings(searchers["main"], zoo, datasets)
+    timings["embeddings"] = time.perf_counter() - tic
+    timings["total"] = time.perf_counter() - start
+    results["timings"] = {k: round(v, 2) for k, v in timings.items()}
+    run = BenchRun(results=results, embeddings=embeddings, out_dir=out_dir)
+    run.files = write_report(run, out_dir)
+    progress("report", 1, 1, "done")
+    return run

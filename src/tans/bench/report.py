@@ -1,0 +1,346 @@
+"""The benchmark's outputs: ``report.md``, ``results.json`` and four plots (matplotlib, Agg backend).
+
+Plots:
+
+- ``accuracy_vs_epochs.png``: validation accuracy after each fine-tuning epoch of the main methods'
+  picks, the oracle and the same architecture from scratch, one panel per (budget, test dataset);
+- ``regret.png``: mean regret of every method at 1 and E epochs (bars);
+- ``pareto.png``: test accuracy against parameters of the candidate pool, with the Pareto front
+  and each method's pick, one panel per test dataset (loosest budget);
+- ``tsne.png``: a t-SNE map of the searcher's model and dataset embeddings, coloured by family.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["write_report", "report_markdown", "PLOT_NAMES"]
+
+PLOT_NAMES = ("accuracy_vs_epochs.png", "regret.png", "pareto.png", "tsne.png")
+_CURVE_METHODS = ("searcher", "static-prior", "largest", "logme", "random")
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return None if not math.isfinite(float(value)) else round(float(value), 6)
+    return value
+
+
+def write_report(run, out_dir: str | Path) -> dict[str, str]:
+    """Write ``results.json``, ``report.md`` and the plots of a :class:`~tans.bench.protocol.BenchRun`.
+
+    Parameters
+    ----------
+    run : BenchRun
+        Results and embeddings of :func:`tans.bench.run_bench`.
+    out_dir : path
+        Output directory (created).
+
+    Returns
+    -------
+    dict of str to str
+        File kind -> path written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results = run.results
+    files = {
+        "accuracy_vs_epochs": _plot_curves(results, out / PLOT_NAMES[0]),
+        "regret": _plot_regret(results, out / PLOT_NAMES[1]),
+        "pareto": _plot_pareto(results, out / PLOT_NAMES[2]),
+        "tsne": _plot_tsne(run.embeddings, out / PLOT_NAMES[3]),
+    }
+    files = {k: str(v) for k, v in files.items()}
+    results["files"] = {k: Path(v).name for k, v in files.items()} | {"report": "report.md", "results": "results.json"}
+    (out / "results.json").write_text(json.dumps(_json_safe(results), indent=1) + "\n", encoding="utf-8")
+    (out / "report.md").write_text(report_markdown(results), encoding="utf-8")
+    files["results"] = str(out / "results.json")
+    files["report"] = str(out / "report.md")
+    return files
+
+
+# ------------------------------------------------------------------------------------ markdown
+def _f(value: Any, fmt: str = "{:.3f}") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return fmt.format(value)
+
+
+def _pct(value: Any) -> str:
+    return _f(None if value is None else 100 * value, "{:.1f}")
+
+
+def report_markdown(results: dict[str, Any]) -> str:
+    """The report as Markdown: setup, headline table, tau, epochs to scratch, goals, per dataset."""
+    cfg = results["config"]
+    E, S = cfg["epochs"], cfg["scratch_epochs"]
+    summary, methods = results["summary"], results["methods"]
+    lines = [
+        f"# tans bench: {cfg['name']}",
+        "",
+        f"Zoo: {results['zoo']['entries']} models on {results['zoo']['tasks']} tasks "
+        f"(families: {', '.join(results['zoo']['families'])}). "
+        f"Test datasets ({len(results['test_datasets'])}, families never in the zoo): "
+        + ", ".join(f"{n} ({d['family']}, {d['classes']} classes)" for n, d in results["test_datasets"].items())
+        + ".",
+        "Budgets: " + ", ".join("no limit" if b["max_params"] is None else f"{b['spec']} = {b['max_params']:,} params"
+                                for b in results["budgets"]) + ". "
+        f"Seeds: {cfg['seeds']}. Fine-tuning: 1 and {E} epochs, at most {cfg['max_train_images']} training "
+        f"images; from scratch: {S} epochs. Candidate pool: every method's top {cfg['pool_top_k']} plus "
+        f"{cfg['pool_random']} random models per test dataset ({results['finetunes']['jobs']} fine-tunes, "
+        f"{len(results['finetunes']['failed'])} failed).",
+        "",
+        "Accuracy: mean test accuracy (%) of each method's pick, averaged over seeds, test datasets and budgets. "
+        "Regret: oracle minus pick, in points; the oracle is the pool's best model within the budget. "
+        "rel@3: best of the top 3 / oracle. Search: seconds per query; ratio to the searcher's.",
+        "",
+        f"| method | acc 1 ep | acc {E} ep | regret 1 ep | regret {E} ep | rel@3 {E} ep | mean params | search s | x searcher |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, info in methods.items():
+        row = summary[name]
+        lines.append(
+            f"| {info['label']} | {_pct(row['1']['acc'])} | {_pct(row[str(E)]['acc'])} | {_f(row['1']['regret'], '{:.2f}')} "
+            f"| {_f(row[str(E)]['regret'], '{:.2f}')} | {_f(row[str(E)]['rel@3'])} | {_f(row['params'], '{:,.0f}')} "
+            f"| {_f(row['search_seconds'], '{:.4f}')} | {_f(row['speed_ratio'], '{:.1f}')} |"
+        )
+    sc, orc = summary["scratch"], summary["oracle"]
+    lines += [
+        f"| searcher's architecture from scratch | {_pct(sc['1']['acc'])} | {_pct(sc[str(E)]['acc'])} "
+        f"| {_f(sc['1']['regret'], '{:.2f}')} | {_f(sc[str(E)]['regret'], '{:.2f}')} | - | - | - | - |",
+        f"| oracle (best of pool) | {_pct(orc['1']['acc'])} | {_pct(orc[str(E)]['acc'])} | 0.00 | 0.00 | 1.000 | - | - | - |",
+        "",
+        f"From scratch after {S} epochs: {_pct(sc.get('final'))}%.",
+        "",
+        "## Weighted Kendall tau on the candidate pool",
+        "",
+        "Between each method's score and the true fine-tuned test accuracy of the pool members within the "
+        "budget, averaged over test datasets and budgets. Conventions: "
+        + "; ".join(f"`{k}` = `{v}`" for k, v in results["tau_conventions"].items()) + ".",
+        "",
+        f"| method | symmetric 1 ep | true order 1 ep | symmetric {E} ep | true order {E} ep |",
+        "|---|---|---|---|---|",
+    ]
+    for name, info in methods.items():
+        tau = summary[name].get("tau")
+        if tau:
+            lines.append(f"| {info['label']} | {_f(tau['1']['symmetric'])} | {_f(tau['1']['true_order'])} "
+                         f"| {_f(tau[str(E)]['symmetric'])} | {_f(tau[str(E)]['true_order'])} |")
+    lines += [
+        "",
+        f"## Epochs to reach the from-scratch accuracy ({S} epochs)",
+        "",
+        f"First epoch of the {E}-epoch fine-tune whose validation accuracy reaches that of the searcher's "
+        f"architecture trained from scratch for {S} epochs (mean over the cases reached; 'reached' counts them).",
+        "",
+        "| method | mean epochs | reached |",
+        "|---|---|---|",
+    ]
+    for name, info in methods.items():
+        row = summary[name]
+        lines.append(f"| {info['label']} | {_f(row['epochs_to_scratch'], '{:.2f}')} | {row['reached_scratch']} |")
+    lines += ["", "## Goals", ""]
+    lines += _goal_lines(results.get("goals", {}), E)
+    lines += ["", "## Per test dataset and budget", ""]
+    for cell in results["cells"]:
+        budget = "no limit" if cell["max_params"] is None else f"<= {cell['max_params']:,} params"
+        lines += [
+            f"### {cell['dataset']} ({budget}; pool of {cell['pool_size']})",
+            "",
+            f"| method | pick | acc 1 ep | acc {E} ep | regret {E} ep | epochs to scratch |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, row in cell["methods"].items():
+            pick = row[str(E)]["picked"]
+            label = pick[0][:12] if len(pick) == 1 else f"mean of {len(pick)}"
+            lines.append(f"| {name} | {label} | {_pct(row['1']['acc'])} | {_pct(row[str(E)]['acc'])} "
+                         f"| {_f(row[str(E)]['regret'], '{:.2f}')} | {_f(row['epochs_to_scratch'], '{}')} |")
+        lines.append(f"| scratch | {cell['scratch']['model_id'][:12]} | {_pct(cell['scratch']['1']['acc'])} "
+                     f"| {_pct(cell['scratch'][str(E)]['acc'])} | {_f(cell['scratch'][str(E)].get('regret'), '{:.2f}')} | - |")
+        lines.append(f"| oracle | {(cell['oracle'][str(E)]['id'] or '-')[:12]} | {_pct(cell['oracle']['1']['acc'])} "
+                     f"| {_pct(cell['oracle'][str(E)]['acc'])} | 0.00 | - |")
+        lines.append("")
+    t = results["timings"]
+    lines += [
+        "## Time",
+        "",
+        ", ".join(f"{k.replace('_', ' ')} {v:.0f} s" for k, v in t.items()) + ".",
+        "",
+        "## Plots",
+        "",
+        *[f"![{name}]({name})" for name in PLOT_NAMES],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _goal_lines(goals: dict[str, Any], E: int) -> list[str]:
+    if not goals:
+        return ["(the searcher was not among the methods)"]
+
+    def mark(ok: bool) -> str:
+        return "met" if ok else "missed"
+
+    lines = []
+    for e, g in goals["searcher_regret_le_1_point"].items():
+        lines.append(f"- Searcher top-1 mean regret <= 1.0 point at {e} epoch(s): {_f(g['value'], '{:.2f}')} ({mark(g['met'])}).")
+    g = goals["beats_every_baseline_at_1_epoch"]
+    lines.append(f"- Higher mean accuracy than every non-oracle baseline at 1 epoch: searcher {_pct(g['searcher'])}% vs "
+                 f"best baseline {g['best_baseline']} {_pct(g['best_baseline_acc'])}% ({mark(g['met'])}).")
+    g = goals["reaches_scratch_in_quarter_epochs"]
+    lines.append(f"- Reaches the from-scratch final accuracy in at most a quarter of its epochs ({g['quarter']:g}): "
+                 f"{g['cells_met']} cases ({mark(g['met'])}).")
+    g = goals["100x_faster_than_logme_whole_zoo"]
+    lines.append(f"- Search at least 100x faster than LogME over the whole zoo: {_f(g['searcher_seconds'], '{:.4f}')} s vs "
+                 f"{_f(g['logme_whole_zoo_seconds'], '{:.2f}')} s, {_f(g['ratio'], '{:.0f}')}x ({mark(g['met'])}).")
+    return lines
+
+
+# --------------------------------------------------------------------------------------- plots
+def _plot_curves(results: dict, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    cells = results["cells"]
+    datasets = list(dict.fromkeys(c["dataset"] for c in cells))
+    budgets = list(dict.fromkeys(str(c["max_params"]) for c in cells))
+    fig, axes = plt.subplots(len(budgets), len(datasets), figsize=(3.6 * len(datasets), 3.0 * len(budgets)),
+                             squeeze=False)
+    for cell in cells:
+        ax = axes[budgets.index(str(cell["max_params"]))][datasets.index(cell["dataset"])]
+        for name in _CURVE_METHODS:
+            if name in cell["methods"] and cell["methods"][name]["curve"]:
+                curve = cell["methods"][name]["curve"]
+                ax.plot(range(1, len(curve) + 1), np.array(curve) * 100, marker="o", label=name)
+        if cell["oracle"].get("curve"):
+            curve = cell["oracle"]["curve"]
+            # Drawn under the others: the oracle is often one of the picks.
+            ax.plot(range(1, len(curve) + 1), np.array(curve) * 100, color="black", linestyle="--", linewidth=3,
+                    alpha=0.35, zorder=1, label="oracle")
+        if cell["scratch"]["curve"]:
+            curve = cell["scratch"]["curve"]
+            ax.plot(range(1, len(curve) + 1), np.array(curve) * 100, color="grey", label="from scratch")
+        budget = "no limit" if cell["max_params"] is None else f"<= {cell['max_params']:,}"
+        ax.set_title(f"{cell['dataset']}\n{budget} params", fontsize=8)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("val accuracy (%)", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0][0].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _plot_regret(results: dict, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    E = str(results["config"]["epochs"])
+    summary = results["summary"]
+    names = list(results["methods"]) + ["scratch"]
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(names)), 3.8))
+    for k, (e, offset) in enumerate((("1", -0.2), (E, 0.2))):
+        values = [summary[n][e]["regret"] for n in names]
+        ax.bar(x + offset, [np.nan if v is None else v for v in values], width=0.4, label=f"{e} epoch(s)")
+        if E == "1":
+            break
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_xticks(x, names, rotation=40, ha="right", fontsize=8)
+    ax.set_ylabel("regret vs oracle (points)")
+    ax.set_title("Mean regret per method (lower is better)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _plot_pareto(results: dict, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
+
+    E = results["config"]["epochs"]
+    cells = {}
+    for cell in results["cells"]:  # per dataset, the loosest budget (largest pool)
+        old = cells.get(cell["dataset"])
+        if old is None or old["max_params"] is not None and (cell["max_params"] is None or cell["max_params"] > old["max_params"]):
+            cells[cell["dataset"]] = cell
+    fig, axes = plt.subplots(1, len(cells), figsize=(4.0 * len(cells), 3.4), squeeze=False)
+    for ax, (name, cell) in zip(axes[0], cells.items()):
+        pts = [(p["params"], p[f"acc@{E}"] * 100) for p in cell["pool"] if p[f"acc@{E}"] is not None
+               and not math.isnan(p[f"acc@{E}"])]
+        if pts:
+            params, acc = np.array(pts).T
+            ax.scatter(params, acc, s=12, color="lightgrey", label="pool")
+            order = np.argsort(params)
+            front, best = [], -np.inf
+            for j in order:
+                if acc[j] > best:
+                    best = acc[j]
+                    front.append(j)
+            ax.step(params[front], acc[front], where="post", color="grey", linewidth=1, label="Pareto front")
+        palette = plt.get_cmap("tab20")  # more methods than tab10 has colours
+        for k, (m, row) in enumerate(cell["methods"].items()):
+            if len(row[str(E)]["picked"]) == 1 and row[str(E)]["acc"] is not None and not math.isnan(row[str(E)]["acc"]):
+                ax.scatter([row["params"]], [row[str(E)]["acc"] * 100], s=30, marker="xP+D"[k % 4], color=palette(k % 20),
+                           label=m)
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a short log range overlap
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("parameters", fontsize=8)
+        ax.set_ylabel(f"test accuracy after {E} epochs (%)", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0][0].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _plot_tsne(embeddings: dict, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+    from sklearn.manifold import TSNE
+
+    points = np.asarray(embeddings["points"], dtype=np.float64)
+    families, kinds = embeddings["families"], embeddings["kinds"]
+    fig, ax = plt.subplots(figsize=(7, 5.5))
+    if len(points) >= 4:
+        xy = TSNE(n_components=2, perplexity=min(30.0, (len(points) - 1) / 3), init="pca", random_state=0,
+                  metric="cosine").fit_transform(points)
+        palette = plt.get_cmap("tab20")
+        colours = {f: palette(i % 20) for i, f in enumerate(sorted(set(families)))}
+        markers = {"model": "o", "zoo task": "s", "test dataset": "*"}
+        sizes = {"model": 10, "zoo task": 40, "test dataset": 160}
+        for kind in ("model", "zoo task", "test dataset"):
+            idx = [i for i, k in enumerate(kinds) if k == kind]
+            if idx:
+                ax.scatter(xy[idx, 0], xy[idx, 1], c=[colours[families[i]] for i in idx], marker=markers[kind],
+                           s=sizes[kind], edgecolors="black" if kind != "model" else "none", linewidths=0.5)
+        for f, c in colours.items():
+            ax.scatter([], [], color=c, label=f)
+        for kind, mk in markers.items():
+            ax.scatter([], [], color="white", edgecolors="black", marker=mk, label=kind)
+        ax.legend(fontsize=6, loc="best")
+    ax.set_title("t-SNE of the searcher's model and dataset embeddings, by family")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,240 @@
+"""tans bench: metrics by hand, configs, the method registry's contract, a tiny end-to-end run."""
+
+import json
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from tans._errors import TansError
+from tans.bench import (
+    FULL_CONFIG,
+    BenchConfig,
+    MethodContext,
+    epochs_to_reach,
+    get_method,
+    list_methods,
+    quick_config,
+    regret_points,
+    rel_at_k,
+    resolve_budget,
+    run_bench,
+    weighted_tau,
+)
+from tans.bench.methods import SEARCHER_VARIANTS
+from tans.cli.main import main
+from tans.data import load_dataset
+from tans.data.catalogue import get_task
+from tans.paths import sources_dir
+from tans.training.recipe import Recipe
+from tans.zoo import Zoo
+from tans.zoo.build import BuildConfig, build_zoo
+
+TINY_ZOO = BuildConfig(
+    tasks=("digits-0-4", "digits-5-9"),
+    num_archs=3,
+    archs_per_task=2,
+    recipe=Recipe(epochs=1, warmup_epochs=0, max_train_images=64, max_eval_images=48),
+    latency_repeats=1,
+)
+TINY_SEARCHER = {"epochs": 1, "steps_per_epoch": 2, "batch_tasks": 2, "per_class": 3, "pool_per_class": 6,
+                 "extractor_epochs": 1, "val_fraction": 0.0}
+TEST_DATASET = "icons-contexts-tango"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _home(tmp_path_factory):
+    """An isolated tans home (caches), reading the real offline sources; one torch thread."""
+    sources = str(sources_dir())
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TANS_HOME", str(tmp_path_factory.mktemp("home")))
+        mp.setenv("TANS_SOURCES", sources)
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        yield
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def zoo_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("zoo") / "zoo"
+    report = build_zoo(path, TINY_ZOO, workers=1)
+    assert not report.failed
+    return path
+
+
+def tiny_config(zoo_dir, **changes) -> BenchConfig:
+    config = BenchConfig(
+        name="tiny",
+        zoo=TINY_ZOO,
+        zoo_dir=str(zoo_dir),
+        test_datasets=(TEST_DATASET,),
+        budgets=("p50", None),
+        seeds=(0,),
+        epochs=2,
+        scratch_epochs=2,
+        max_train_images=32,
+        max_eval_images=24,
+        pool_top_k=3,
+        pool_random=1,
+        random_draws=2,
+        logme_per_class=4,
+        searcher=TINY_SEARCHER,
+        workers=1,
+    )
+    return replace(config, **changes)
+
+
+# ---------------------------------------------------------------------------------- metrics
+def test_regret_and_rel_at_k_by_hand():
+    assert regret_points(0.8, 0.9) == pytest.approx(10.0)
+    assert regret_points(0.95, 0.9) == pytest.approx(-5.0)
+    assert rel_at_k([0.5, 0.9, 0.6, 1.0], 1.0, 3) == pytest.approx(0.9)  # the 4th pick does not count
+    assert rel_at_k([0.45], 0.9, 3) == pytest.approx(0.5)
+    assert math.isnan(rel_at_k([], 0.9))
+    with pytest.raises(TansError, match="k >= 1"):
+        rel_at_k([0.5], 0.9, 0)
+
+
+def test_weighted_tau_both_conventions_by_hand():
+    acc = [0.9, 0.8, 0.7]
+    score = [1.0, 3.0, 2.0]
+    tau = weighted_tau(score, acc)
+    # Hyperbolic weights 1/(r+1), additive per pair. True order (ranks by acc): pair weights 3/2, 4/3, 5/6
+    # with signs -, -, + -> -2 / (11/3) = -6/11. By score's order: -2/3 / (22/6) = -2/11; symmetric is the
+    # mean of the two orders: -4/11.
+    assert tau["true_order"] == pytest.approx(-6 / 11)
+    assert tau["symmetric"] == pytest.approx(-4 / 11)
+    assert weighted_tau([1, 2, 3], [0.1, 0.2, 0.3]) == pytest.approx({"symmetric": 1.0, "true_order": 1.0})
+    assert weighted_tau([3, 2, 1], [0.1, 0.2, 0.3]) == pytest.approx({"symmetric": -1.0, "true_order": -1.0})
+    assert all(math.isnan(v) for v in weighted_tau([1, 2], [0.5, 0.5]).values())
+    with pytest.raises(TansError, match="as many scores as accuracies"):
+        weighted_tau([1, 2], [0.5])
+
+
+def test_epochs_to_reach():
+    assert epochs_to_reach([0.5, 0.7, 0.9], 0.7) == 2
+    assert epochs_to_reach([0.5, 0.7, 0.9], 0.4) == 1
+    assert epochs_to_reach([0.5, 0.6], 0.7) is None
+
+
+# ----------------------------------------------------------------------------------- config
+def test_budgets_resolve_against_the_zoo():
+    params = np.array([40, 10, 30, 20])
+    assert resolve_budget("p50", params) == 20
+    assert resolve_budget("p100", params) == 40
+    assert resolve_budget("p1", params) == 10
+    assert resolve_budget(None, params) is None
+    assert resolve_budget(25, params) == 25
+    with pytest.raises(TansError, match="percentile such as"):
+        resolve_budget("half", params)
+
+
+def test_config_errors_name_the_key():
+    base = tiny_config("zoo").to_dict()
+    with pytest.raises(TansError, match="Unknown key 'epoch'.*Did you mean 'epochs'"):
+        BenchConfig.from_dict({**base, "epoch": 3})
+    with pytest.raises(TansError, match="missing 'budgets'"):
+        BenchConfig.from_dict({k: v for k, v in base.items() if k != "budgets"})
+    with pytest.raises(TansError, match="Unknown method 'logmee'"):
+        BenchConfig.from_dict({**base, "methods": ["logmee"]})
+    with pytest.raises(TansError, match="pool_top_k"):
+        BenchConfig.from_dict({**base, "pool_top_k": 2})
+    assert BenchConfig.from_dict(base) == tiny_config("zoo")
+
+
+def test_full_config_is_valid_and_holds_out_whole_families():
+    path = FULL_CONFIG if FULL_CONFIG.is_file() else None
+    if path is None:  # tests run from the repository root in CI; find it from this file otherwise
+        from pathlib import Path
+
+        path = Path(__file__).resolve().parents[1] / FULL_CONFIG
+    config = BenchConfig.from_file(path)
+    test_families = {get_task(n).family for n in config.test_datasets}
+    zoo_families = {get_task(n).family for n in config.zoo.tasks}
+    assert len(config.test_datasets) >= 8 and len(config.budgets) >= 2 and len(config.seeds) >= 3
+    assert config.pool_random >= 30 and config.random_draws >= 5 and config.pool_top_k >= 5
+    assert not test_families & zoo_families
+    assert set(config.method_names()) == set(list_methods())
+    quick = quick_config()
+    assert {get_task(n).family for n in quick.test_datasets}.isdisjoint(get_task(n).family for n in quick.zoo.tasks)
+    assert len(quick.test_datasets) == 2 and len(quick.budgets) == 2
+
+
+# --------------------------------------------------------------------------- method registry
+def test_every_method_picks_within_the_budget(zoo_dir):
+    from tans.searcher import Searcher
+
+    zoo = Zoo.open(zoo_dir)
+    searcher = Searcher(**TINY_SEARCHER).fit(zoo)
+    # Contract only: every variant is served by one searcher (the ablations differ in training).
+    ctx = MethodContext(dataset=load_dataset(TEST_DATASET), zoo=zoo, searchers=dict.fromkeys(SEARCHER_VARIANTS, searcher),
+                        random_draws=2, logme_per_class=4)
+    limit = resolve_budget("p50", ctx.params)
+    params = {e.id: e.params for e in ctx.entries}
+    for name in list_methods():
+        method = get_method(name)
+        for budget in (limit, None):
+            ranking = method.rank(ctx, budget, 3)
+            assert ranking.ids, name
+            assert len(ranking.ids) == len(set(ranking.ids)) <= max(3, ctx.random_draws)
+            assert budget is None or all(params[i] <= budget for i in ranking.ids), name
+            assert ranking.seconds >= 0
+        if method.score is not None:
+            scores = method.score(ctx, ctx.allowed(None))
+            assert scores.shape == (len(ctx.entries),) and np.isfinite(scores).all(), name
+    largest = get_method("largest").rank(ctx, limit, 3).ids[0]
+    assert params[largest] == max(p for p in params.values() if p <= limit)
+    with pytest.raises(TansError, match="Unknown method 'serch'.*Did you mean 'searcher'"):
+        get_method("serch")
+
+
+# ------------------------------------------------------------------------------- end to end
+def test_tiny_end_to_end_run_writes_the_report_and_resumes(zoo_dir, tmp_path):
+    config = tiny_config(zoo_dir)
+    run = run_bench(config, tmp_path / "out")
+    out = tmp_path / "out"
+    results = json.loads((out / "results.json").read_text())
+    for key in ("config", "methods", "tau_conventions", "zoo", "searchers", "test_datasets", "budgets",
+                "finetunes", "cells", "summary", "goals", "timings", "files"):
+        assert key in results, key
+    assert results["finetunes"]["failed"] == {}
+    assert len(results["cells"]) == 2  # 1 dataset x 2 budgets
+    cell = results["cells"][0]
+    assert set(cell["methods"]) == set(list_methods())
+    for row in cell["methods"].values():
+        for e in ("1", "2"):
+            assert 0.0 <= row[e]["acc"] <= 1.0
+            assert row[e]["regret"] >= -1e-9  # every pick is in the pool
+        assert row["params"] <= cell["max_params"]
+    assert cell["oracle"]["2"]["acc"] >= max(r["2"]["acc"] for n, r in cell["methods"].items() if n != "random") - 1e-9
+    assert set(cell["tau"]["searcher"]["2"]) == {"symmetric", "true_order"}
+    assert set(results["goals"]) == {"searcher_regret_le_1_point", "beats_every_baseline_at_1_epoch",
+                                     "reaches_scratch_in_quarter_epochs", "100x_faster_than_logme_whole_zoo"}
+    report = (out / "report.md").read_text()
+    for heading in ("# tans bench: tiny", "## Weighted Kendall tau", "## Epochs to reach", "## Goals",
+                    f"### {TEST_DATASET}", "## Plots", "weightedtau(acc, score, rank=None)"):
+        assert heading in report, heading
+    for plot in ("accuracy_vs_epochs.png", "regret.png", "pareto.png", "tsne.png"):
+        assert (out / plot).stat().st_size > 1000, plot
+    assert run.embeddings["points"].shape[0] == len(Zoo.open(zoo_dir)) + 3  # models + 2 zoo tasks + 1 test
+
+    # A rerun reuses the zoo, the searchers and every fine-tune.
+    stages = []
+    again = run_bench(config, out, progress=lambda stage, done, total, status: stages.append((stage, total)))
+    assert not any(stage == "finetune" for stage, _ in stages)  # nothing left to train
+    assert again.results["summary"]["searcher"]["2"]["acc"] == pytest.approx(results["summary"]["searcher"]["2"]["acc"], abs=1e-5)
+
+
+def test_a_test_dataset_of_a_zoo_family_is_refused(zoo_dir, tmp_path):
+    with pytest.raises(TansError, match="family 'handwritten-digits'.*hold out whole families"):
+        run_bench(tiny_config(zoo_dir, test_datasets=("digits",)), tmp_path / "out")
+
+
+def test_cli_rejects_quick_with_config(tmp_path, capsys):
+    assert main(["bench", "--quick", "--config", str(tmp_path / "x.json")]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert main(["bench", "--config", str(tmp_path / "missing.json")]) == 2
+    assert "does not exist" in capsys.readouterr().err
