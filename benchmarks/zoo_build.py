@@ -80,7 +80,7 @@ def full(config: BuildConfig, zoo_dir: Path, workers: int) -> dict:
     ratios = [e.val_acc / e.chance_acc for e in entries]
     params = [e.params for e in entries]
     return {
-        "zoo": str(zoo_dir),
+        "zoo": os.path.relpath(zoo_dir),
         "workers": workers,
         "seconds": round(seconds, 1),
         "minutes": round(seconds / 60, 1),
@@ -143,7 +143,7 @@ def main() -> None:
     config = BuildConfig.from_file(args.config)
     path = RESULTS / "zoo_build.json"
     results = json.loads(path.read_text()) if path.exists() else {}
-    results.update(machine=machine(), config=str(args.config))
+    results.update(machine=machine(), config=os.path.relpath(args.config))
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     if args.phase in ("throughput", "both"):
         results["throughput"] = {**throughput(config, args.units), "measured": stamp}

@@ -77,7 +77,7 @@ def test_finetune_one_epoch_gives_a_full_result_and_a_new_head(zoo, entry, datas
     assert (result.model_id, result.arch, result.source_task) == (entry.id, entry.arch, "digits-0-4")
     assert not result.from_scratch and result.label == "fine-tuned"
     assert result.class_names == dataset.class_names and result.dataset == "digits-5-7"
-    assert result.chance == pytest.approx(dataset.chance_accuracy)
+    assert result.chance == pytest.approx(dataset.split("val").chance_accuracy)  # chance of what was evaluated
     assert 0.0 <= result.test_acc <= 1.0 and 0.0 <= result.val_acc <= 1.0 and result.wall_seconds > 0
     assert result.paths == {} and result.train.train_images <= 48
     assert result.model.get_classifier().out_features == 3
@@ -243,7 +243,7 @@ def test_cli_table_compares_with_scratch(capsys, zoo, entry, dataset, tmp_path):
                           "--epochs", 2, "--out", out, "--scratch")
     assert code == 0
     assert "fine-tuned" in stdout and "from scratch" in stdout  # both runs' columns in the table
-    assert "test accuracy" in stdout and f"vs chance {small.chance_accuracy:.1%}" in stdout and "gain from the pretrained start" in stdout
+    assert "test accuracy" in stdout and f"vs chance {small.split('val').chance_accuracy:.1%}" in stdout and "gain from the pretrained start" in stdout
     assert str(out / "curves.png") in stdout.replace("\n", "")
     assert (out / "scratch" / "model.json").is_file()
 

@@ -134,34 +134,32 @@ def create_model(name: str, *, num_classes: int = 10, pretrained: bool = False, 
 
 @contextlib.contextmanager
 def _hub_offline_unless_reachable(pretrained: bool) -> Iterator[None]:
-    """Use only the local Hugging Face cache when the hub cannot be reached.
+    """Use only the local Hugging Face cache when offline is asked for or the hub cannot be reached.
 
     Without this, huggingface_hub retries for about a minute per file before failing on a machine
-    with no network; with it, a missing cache entry fails at once with a clear error.
+    with no network; with it, a missing cache entry fails at once with a clear error. The hub reads
+    HF_HUB_OFFLINE once, at import, so the setting is applied to its constants for the call.
     """
-    if not pretrained or os.environ.get("HF_HUB_OFFLINE"):
+    if not pretrained:
         yield
         return
     from urllib.parse import urlparse
 
     from huggingface_hub import constants
 
-    url = urlparse(constants.ENDPOINT)
-    try:
-        socket.create_connection((url.hostname, url.port or 443), timeout=3).close()
-        reachable = True
-    except OSError:
-        reachable = False
-    if reachable:
-        yield
-        return
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    constants.HF_HUB_OFFLINE = True
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    if not offline:
+        url = urlparse(constants.ENDPOINT)
+        try:
+            socket.create_connection((url.hostname, url.port or 443), timeout=3).close()
+        except OSError:
+            offline = True
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = before or offline
     try:
         yield
     finally:
-        os.environ.pop("HF_HUB_OFFLINE", None)
-        constants.HF_HUB_OFFLINE = False
+        constants.HF_HUB_OFFLINE = before
 
 
 def _check_name(name: str) -> None:

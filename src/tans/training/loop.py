@@ -52,7 +52,7 @@ class TrainResult:
     # accuracy after the last epoch (BatchNorm statistics re-estimated), next to the chance level
     val_acc: float
     test_acc: float
-    chance: float
+    chance: float  # majority-class fraction of the validation images evaluated (class-balanced draw)
     epochs: tuple[EpochStats, ...]
     # budget actually used
     train_images: int
@@ -137,6 +137,15 @@ def _augment(x: torch.Tensor, padding: int, hflip: bool, gen: torch.Generator) -
         flip = (torch.rand(b, generator=gen) < 0.5).to(x.device)
         x = torch.where(flip[:, None, None, None], x.flip(3), x)
     return x.contiguous(memory_format=torch.channels_last)
+
+
+def _majority_fraction(labels: np.ndarray) -> float:
+    """Accuracy of always predicting the most frequent class of ``labels``.
+
+    Measured on the images actually evaluated: the capped validation split is a class-balanced
+    draw, so the whole dataset's majority fraction would overstate chance on imbalanced tasks.
+    """
+    return float(np.bincount(labels).max() / len(labels))
 
 
 @torch.no_grad()
@@ -346,7 +355,7 @@ def train(
     return TrainResult(
         val_acc=val_acc,
         test_acc=test_acc,
-        chance=dataset.chance_accuracy,
+        chance=_majority_fraction(labels[val_idx] if len(val_idx) else labels),
         epochs=tuple(history),
         train_images=n,
         val_images=len(y_val),
