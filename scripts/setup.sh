@@ -43,7 +43,7 @@ if ! .venv/bin/python -c "import torch, torchvision" >/dev/null 2>&1; then
   echo "[setup] installing PyTorch into .venv"
   .venv/bin/pip install -q --upgrade pip
   # Pinned to the wheels this project is tested with (pip finds them on local disk).
-  .venv/bin/pip install -q torch==2.14.1 torchvision==0.29.1
+  .venv/bin/pip install -q torch==2.14.1 torchvision==0.29.1 2>&1 | { grep -v "^WARNING: Location" || true; }
 fi
 echo "[setup] installing tans and its dependencies into .venv"
 .venv/bin/pip install -q -e ".[test,ray]" 2>&1 | { grep -v "^WARNING: Location" || true; }

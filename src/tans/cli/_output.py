@@ -10,7 +10,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
+# Piped or logged output is not squeezed to 80 columns: ids and names must stay whole.
+console = Console() if sys.stdout.isatty() else Console(width=200)
 err_console = Console(stderr=True)
 
 
@@ -23,7 +24,7 @@ def print_table(rows: Sequence[dict], columns: Sequence[str], title: str | None 
     """Print dict rows as a table with the given columns."""
     table = Table(title=title)
     for col in columns:
-        table.add_column(col)
+        table.add_column(col, overflow="fold")  # wrap, never cut: ids are meant to be copied
     for row in rows:
         table.add_row(*(_cell(row.get(col)) for col in columns))
     console.print(table)
