@@ -14,14 +14,13 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 from tans._errors import TansError
+from tans._parallel import map_unordered
 
 __all__ = ["FinetuneJob", "FinetuneCache", "bench_recipe", "run_jobs"]
 
@@ -128,12 +127,6 @@ def _run_one(job: FinetuneJob, zoo_path: str, cache: FinetuneCache) -> tuple[Fin
     return job, record, None
 
 
-def _init_worker() -> None:
-    import torch
-
-    torch.set_num_threads(1)
-
-
 def run_jobs(
     jobs: Sequence[FinetuneJob],
     *,
@@ -167,7 +160,7 @@ def run_jobs(
     todo = [job for job in jobs if job not in records]
     failures: dict[FinetuneJob, str] = {}
     workers = max(1, min(workers or os.cpu_count() or 1, max(len(todo), 1)))
-    for done, (job, record, failure) in enumerate(_execute(todo, str(zoo_path), cache, workers), start=1):
+    for done, (job, record, failure) in enumerate(map_unordered(_run_one, todo, str(zoo_path), cache, workers=workers), start=1):
         if record is not None:
             records[job] = record
         else:
@@ -177,32 +170,3 @@ def run_jobs(
     return records, failures
 
 
-def _execute(todo: list[FinetuneJob], zoo_path: str, cache: FinetuneCache, workers: int) -> Iterator:
-    if not todo:
-        return
-    if workers == 1:
-        import torch
-
-        before = torch.get_num_threads()
-        torch.set_num_threads(1)  # as in the pool: a second thread waiting for a busy core stalls
-        try:
-            for job in todo:
-                yield _run_one(job, zoo_path, cache)
-        finally:
-            torch.set_num_threads(before)
-        return
-    # spawn, not fork: forking a process that has started torch's thread pools can deadlock.
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
-        queue = iter(todo)
-        pending: set[Future] = set()
-        for job in queue:
-            pending.add(pool.submit(_run_one, job, zoo_path, cache))
-            if len(pending) >= 2 * workers:
-                break
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                yield future.result()
-                nxt = next(queue, None)
-                if nxt is not None:
-                    pending.add(pool.submit(_run_one, nxt, zoo_path, cache))

@@ -15,15 +15,14 @@ import os
 import time
 import tomllib
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, fields, replace
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tans._errors import TansError, did_you_mean
+from tans._parallel import map_unordered
 from tans.data.transforms import WorkingFormat
 from tans.training.recipe import Recipe
 from tans.zoo.entry import ZooEntry, unit_key
@@ -288,13 +287,6 @@ def _safe_train_unit(unit: BuildUnit, config: BuildConfig):
         return unit, None, reason.splitlines()[0] if reason else type(exc).__name__
 
 
-def _init_worker(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-
-
 # -------------------------------------------------------------------------------------- driver
 Progress = Callable[[BuildReport, BuildUnit, str | None], None]
 
@@ -351,7 +343,7 @@ def build_zoo(
         workers = max(1, workers or os.cpu_count() or 1)
         report.workers = min(workers, max(len(todo), 1))
         report.executor = "in-process" if report.workers == 1 else "process pool"
-        results = _run_local(todo, config, report.workers)
+        results = map_unordered(_safe_train_unit, todo, config, workers=report.workers)
 
     for unit, output, failure in results:
         if output is not None:
@@ -366,39 +358,6 @@ def build_zoo(
             progress(report, unit, failure)
     report.seconds = time.perf_counter() - start
     return report
-
-
-def _run_local(units: list[BuildUnit], config: BuildConfig, workers: int) -> Iterator:
-    if workers == 1:
-        import torch
-
-        # One thread, as in the pool: on a busy machine a second OpenMP thread that waits for a
-        # core makes every operation stall (seen here: 100x slower training).
-        before = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            for unit in units:
-                yield _safe_train_unit(unit, config)
-        finally:
-            torch.set_num_threads(before)
-        return
-    # spawn, not fork: forking a process that has started torch's thread pools can deadlock.
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
-                             initargs=(1,)) as pool:
-        pending: set[Future] = set()
-        queue = iter(units)
-        # Keep at most two units per worker in flight, so a kill loses little finished work.
-        for unit in queue:
-            pending.add(pool.submit(_safe_train_unit, unit, config))
-            if len(pending) >= 2 * workers:
-                break
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                yield future.result()
-                nxt = next(queue, None)
-                if nxt is not None:
-                    pending.add(pool.submit(_safe_train_unit, nxt, config))
 
 
 def _run_ray(units: list[BuildUnit], config: BuildConfig, address: str) -> Iterator:
@@ -425,5 +384,7 @@ def _run_ray(units: list[BuildUnit], config: BuildConfig, address: str) -> Itera
 
 
 def _ray_unit(unit: BuildUnit, config: BuildConfig):
-    _init_worker(1)
+    import torch
+
+    torch.set_num_threads(1)  # one Ray CPU, one thread
     return _safe_train_unit(unit, config)
