@@ -233,3 +233,12 @@ def test_add_timm_trains_a_timm_architecture(tmp_path, capsys, monkeypatch):
     code, _, err = run(capsys, "zoo", "add-timm", "test_resnet", "--task", "digits-0-4", "--init", "pretrained",
                        "--zoo", tmp_path / "zoo")
     assert code == 2 and "pretrained weights" in err and err.count("\n") == 1
+
+
+def test_cli_import_of_a_non_archive_and_zero_workers_are_one_line(tmp_path, capsys):
+    junk = tmp_path / "junk.tar"
+    junk.write_text("not a tar file\nsecond line\n")
+    code, _, err = run(capsys, "zoo", "import", junk, "--zoo", tmp_path / "zoo")
+    assert code == 2 and "not a tar file" in err and err.count("\n") == 1
+    code, _, err = run(capsys, "zoo", "build", "--tasks", "digits-0-4", "--workers", "0", "--zoo", tmp_path / "z2")
+    assert code == 2 and "workers must be at least 1" in err

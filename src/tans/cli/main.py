@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         # Standalone mode: typer prints usage errors itself and exits 2 through SystemExit.
         app(args=argv, prog_name="tans")
     except TansError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # One line whatever a wrapped library message contained.
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
         return 2
     except (KeyboardInterrupt, EOFError):
         print("error: interrupted", file=sys.stderr)

@@ -223,8 +223,8 @@ def import_zoo(zoo: Zoo, archive_path: str | os.PathLike[str]) -> ImportReport:
         raise TansError(f"expected a zoo archive file, got {archive} which does not exist.")
     try:
         tar = tarfile.open(archive, "r:*")
-    except tarfile.TarError as exc:
-        raise TansError(f"expected a tar archive made by 'tans zoo export', got {archive} ({exc}).") from None
+    except tarfile.TarError:
+        raise TansError(f"expected a tar archive made by 'tans zoo export', got {archive}, which is not a tar file.") from None
     with tar:
         try:
             members = tar.getmembers()

@@ -327,6 +327,8 @@ def build_zoo(
     -------
     BuildReport
     """
+    if workers is not None and workers < 1:
+        raise TansError(f"workers must be at least 1, got {workers}; omit it to use every core.")
     zoo = zoo if isinstance(zoo, Zoo) else Zoo.create(zoo)
     start = time.perf_counter()
     units = plan_units(config)
@@ -340,7 +342,7 @@ def build_zoo(
         report.executor = f"ray ({ray_address})"
         results = _run_ray(todo, config, ray_address)
     else:
-        workers = max(1, workers or os.cpu_count() or 1)
+        workers = workers or os.cpu_count() or 1
         report.workers = min(workers, max(len(todo), 1))
         report.executor = "in-process" if report.workers == 1 else "process pool"
         results = map_unordered(_safe_train_unit, todo, config, workers=report.workers)
