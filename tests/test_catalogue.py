@@ -41,6 +41,30 @@ def test_glyph_scripts_are_many_and_grouped():
     assert len({t.family for t in scripts}) >= 5
 
 
+def test_glyph_parts_cover_each_script_once():
+    assert catalogue.glyph_parts(32) == [(0, 16), (16, 32)]
+    assert catalogue.glyph_parts(50) == [(0, 12), (12, 25), (25, 38), (38, 50)]
+    assert catalogue.glyph_parts(16) == [(0, 16)]
+    for script in ("bengali", "cherokee"):
+        whole = get_task(f"glyphs-{script}")
+        parts = list_tasks(f"glyphs-{script}-p*")
+        assert sum(p.num_classes for p in parts) == whole.num_classes
+        assert all(p.num_classes <= catalogue.GLYPH_PART_CLASSES and p.family == whole.family for p in parts)
+
+
+def test_glyph_part_renders_its_own_characters():
+    whole = load_builtin("glyphs-greek-upper", per_class=2)
+    second = load_builtin("glyphs-greek-upper-p2", per_class=2)
+    assert second.class_names == whole.class_names[12:] and second.num_classes == 12
+
+
+def test_glyph_chars_out_of_range_is_a_tans_error():
+    from tans.data.sources.glyphs import load_glyphs
+
+    with pytest.raises(TansError, match=r"range \(start, stop\) within 0..24"):
+        load_glyphs("greek-upper", per_class=1, chars=(20, 30))
+
+
 def test_get_task_suggests_close_names():
     with pytest.raises(TansError, match="Did you mean 'mnist-even'"):
         get_task("mnist-evn")

@@ -54,6 +54,15 @@ def test_fit_learns_state_and_history(fitted):
     assert 1 <= fitted.result_.best_epoch <= 2
 
 
+def test_meta_training_stops_early_without_a_better_score(zoo_dir):
+    searcher = Searcher(
+        epochs=6, patience=1, steps_per_epoch=2, lr=1e-9, extractor_epochs=1, per_class=5, pool_per_class=10, val_fraction=0.25
+    ).fit(zoo_dir)
+    result = searcher.result_
+    # at lr 1e-9 the score cannot improve, so the first epoch stays best and the second ends training
+    assert result.stopped_early and len(result.history) == 2 and result.best_epoch == 1
+
+
 def test_unfitted_searcher_refuses(zoo_dir, query):
     with pytest.raises(TansError, match="not fitted"):
         Searcher().search(query, zoo=zoo_dir)

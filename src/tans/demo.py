@@ -32,8 +32,8 @@ DEMO_ZOO = BuildConfig(
     tasks=(
         "digits-0-4", "digits-5-9", "mnist-even",
         "emoji-animals-nature", "emoji-food-drink", "emoji-symbols",
-        "glyphs-latin-upper", "glyphs-greek-lower", "glyphs-cyrillic-upper", "glyphs-runic",
-        "glyphs-hebrew", "glyphs-georgian",
+        "glyphs-latin-upper-p1", "glyphs-greek-lower-p2", "glyphs-cyrillic-upper-p1", "glyphs-runic-p1",
+        "glyphs-hebrew-p1", "glyphs-georgian-p2",
     ),
     num_archs=12,
     archs_per_task=6,
@@ -43,7 +43,7 @@ DEMO_ZOO = BuildConfig(
 # Searcher settings (the defaults of Searcher); tests shrink them.
 DEMO_SEARCHER: dict[str, Any] = {"seed": 0}
 # Held out: no Indic script is in the demo zoo (nor in the benchmark zoo).
-DEMO_TARGET = "glyphs-bengali"
+DEMO_TARGET = "glyphs-bengali-p1"
 DEMO_MAX_PARAMS = 200_000
 DEMO_EPOCHS = 3
 DEMO_TRAIN_IMAGES = 1000  # fine-tuning cap, so the comparison takes seconds

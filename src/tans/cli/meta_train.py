@@ -15,7 +15,8 @@ from tans.paths import default_searcher_path, default_zoo_dir
 def meta_train(
     zoo: Annotated[Path | None, typer.Option("--zoo", help="Zoo directory (default: ~/.cache/tans/zoo).")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Where to write the searcher (default: ~/.cache/tans/searcher).")] = None,
-    epochs: Annotated[int, typer.Option(help="Meta-training epochs.")] = 30,
+    epochs: Annotated[int, typer.Option(help="Meta-training epochs (at most).")] = 20,
+    patience: Annotated[int, typer.Option(help="Stop after this many epochs without a better validation score (0: never).")] = 5,
     steps_per_epoch: Annotated[int, typer.Option(help="Steps per epoch (each samples new query sets).")] = 50,
     val_fraction: Annotated[float, typer.Option(help="Fraction of the zoo's tasks held out for validation.")] = 0.2,
     extractor: Annotated[str, typer.Option(help="Feature extractor: tans-default or timm/<name>.")] = "tans-default",
@@ -35,6 +36,7 @@ def meta_train(
         extractor=extractor,
         set_encoder=set_encoder,
         epochs=epochs,
+        patience=patience,
         steps_per_epoch=steps_per_epoch,
         loss=loss,
         use_functional=not no_functional,

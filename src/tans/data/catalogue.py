@@ -253,6 +253,10 @@ def _register_digits() -> None:
 
 
 GLYPHS_PER_CLASS = 200
+# Scripts are also split into parts of at most this many characters (the paper split its large
+# datasets into class subsets the same way): a 50-class task at a few hundred training images
+# leaves too few images per class for a model trained for minutes on a CPU to learn much.
+GLYPH_PART_CLASSES = 16
 # Typeface slices: the same script drawn only by one kind of face (a style shift within a family).
 _GLYPH_TYPEFACE_SLICES = (
     ("latin-upper", "serif"),
@@ -271,27 +275,43 @@ _GLYPH_TYPEFACE_SLICES = (
 )
 
 
+def glyph_parts(num_chars: int, max_classes: int = GLYPH_PART_CLASSES) -> list[tuple[int, int]]:
+    """Contiguous ``(start, stop)`` ranges splitting ``num_chars`` characters into near-equal parts."""
+    count = -(-num_chars // max_classes)
+    bounds = [round(i * num_chars / count) for i in range(count + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
 def _register_glyphs() -> None:
-    slices = [(s, None) for s in glyphs.SCRIPTS] + list(_GLYPH_TYPEFACE_SLICES)
-    for script, typeface in slices:
+    def add(name: str, script: str, typeface: str | None, chars: tuple[int, int] | None, what: str) -> None:
         spec = glyphs.SCRIPTS[script]
-        n = len(spec.chars)
+        n = len(spec.chars) if chars is None else chars[1] - chars[0]
         register_task(
             TaskSpec(
-                name=f"glyphs-{script}" + (f"-{typeface}" if typeface else ""),
+                name=name,
                 family=spec.group,
-                description=f"{spec.title}, printed in every installed {typeface + ' ' if typeface else ''}typeface "
+                description=f"{what}, printed in every installed {typeface + ' ' if typeface else ''}typeface "
                 f"covering it, jittered, 32x32 grey",
                 source="installed fonts (fonts-noto-core, dejavu, liberation2, freefont, urw-base35)",
                 licence=glyphs.LICENCE,
                 num_classes=n,
                 loader=glyphs.load_glyphs,
-                kwargs={"script": script, "typeface": typeface, "per_class": GLYPHS_PER_CLASS},
+                kwargs={"script": script, "typeface": typeface, "per_class": GLYPHS_PER_CLASS}
+                | ({"chars": list(chars)} if chars else {}),
                 known_images=n * GLYPHS_PER_CLASS,
                 check=lambda script=script, typeface=typeface: glyphs.installed(script, typeface),
                 install_hint=glyphs.INSTALL_HINT,
             )
         )
+
+    for script, spec in glyphs.SCRIPTS.items():
+        add(f"glyphs-{script}", script, None, None, spec.title)
+        parts = glyph_parts(len(spec.chars))
+        for i, (start, stop) in enumerate(parts, 1):
+            add(f"glyphs-{script}-p{i}", script, None, (start, stop),
+                f"{spec.title}, characters {start + 1}-{stop} of {len(spec.chars)} (part {i} of {len(parts)})")
+    for script, typeface in _GLYPH_TYPEFACE_SLICES:
+        add(f"glyphs-{script}-{typeface}", script, typeface, None, glyphs.SCRIPTS[script].title)
 
 
 # Emoji subcategories per category that have enough artwork: at least 7 images per vendor for the

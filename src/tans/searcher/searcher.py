@@ -132,6 +132,8 @@ class Searcher:
         Images per class of each meta-training task featurised once; query sets are drawn from it.
     epochs, steps_per_epoch, batch_tasks, lr : int, int, int, float
         Meta-training length, tasks per step and peak learning rate (:class:`MetaTrainConfig`).
+    patience : int
+        Stop meta-training after this many epochs without a better validation score (0: never).
     loss : str
         ``"infonce"`` or ``"margin"`` (the paper's hinge, for ablation).
     positives : int
@@ -162,10 +164,11 @@ class Searcher:
         embed_dim: int = 128,
         per_class: int = 20,
         pool_per_class: int = 50,
-        epochs: int = 30,
+        epochs: int = 20,
         steps_per_epoch: int = 50,
         batch_tasks: int = 16,
         lr: float = 1e-3,
+        patience: int = 5,
         loss: str = "infonce",
         positives: int = 3,
         predictor_weight: float = 1.0,
@@ -186,6 +189,7 @@ class Searcher:
         self.steps_per_epoch = steps_per_epoch
         self.batch_tasks = batch_tasks
         self.lr = lr
+        self.patience = patience
         self.loss = loss
         self.positives = positives
         self.predictor_weight = predictor_weight
@@ -220,6 +224,7 @@ class Searcher:
             steps_per_epoch=self.steps_per_epoch,
             batch_tasks=self.batch_tasks,
             lr=self.lr,
+            patience=self.patience,
             per_class=self.per_class,
             positives=self.positives,
             loss=self.loss,

@@ -446,9 +446,10 @@ def load_glyphs(
     size: int = 32,
     seed: int = 0,
     typeface: str | None = None,
+    chars: tuple[int, int] | None = None,
     jitter: GlyphJitter = GlyphJitter(),
 ) -> Dataset:
-    """Render one registered script as a classification task.
+    """Render one registered script (or a range of its characters) as a classification task.
 
     Parameters
     ----------
@@ -463,6 +464,9 @@ def load_glyphs(
     typeface : str, optional
         Restrict to ``"serif"``, ``"sans"``, ``"mono"`` faces or to families whose name contains
         this text.
+    chars : (int, int), optional
+        Only the script's characters ``start:stop`` (0-based, in the script's order), so a large
+        script can be split into tasks of fewer classes.
     jitter : GlyphJitter
         Ranges of the random distortions.
 
@@ -485,18 +489,27 @@ def load_glyphs(
     if not 8 <= int(size) <= 256:
         raise TansError(f"Glyph size must be between 8 and 256 pixels, got {size}.")
     spec = SCRIPTS[script]
+    wanted = spec.chars
+    if chars is not None:
+        start, stop = (int(c) for c in chars)
+        if not 0 <= start < stop <= len(spec.chars):
+            raise TansError(
+                f"Glyph chars must be a range (start, stop) within 0..{len(spec.chars)} of script '{script}', "
+                f"got {tuple(chars)}."
+            )
+        wanted = spec.chars[start:stop]
     images, labels, rendered, faces = render_glyphs(
-        spec.chars, per_class=int(per_class), size=int(size), seed=seed, typeface=typeface, jitter=jitter
+        wanted, per_class=int(per_class), size=int(size), seed=seed, typeface=typeface, jitter=jitter
     )
     which = f"{spec.title}{' in ' + typeface + ' typefaces' if typeface else ''}"
     if len(rendered) < 2:
         raise TansError(
-            f"Glyphs '{script}': {which} needs fonts covering at least 2 of its {len(spec.chars)} characters, "
+            f"Glyphs '{script}': {which} needs fonts covering at least 2 of its {len(wanted)} characters, "
             f"found {len(rendered)}; {INSTALL_HINT}."
         )
-    if len(rendered) < len(spec.chars):
+    if len(rendered) < len(wanted):
         warnings.warn(
-            f"glyphs '{script}': {len(spec.chars) - len(rendered)} of {len(spec.chars)} characters have no "
+            f"glyphs '{script}': {len(wanted) - len(rendered)} of {len(wanted)} characters have no "
             f"installed typeface{' of kind ' + typeface if typeface else ''} and were left out.",
             TansWarning,
             stacklevel=2,
