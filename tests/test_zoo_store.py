@@ -235,6 +235,18 @@ def test_open_refuses_what_is_not_a_zoo(tmp_path):
         Zoo.create(tmp_path / "zoo", exist_ok=False)
 
 
+def test_working_format_is_recorded_once_and_a_different_one_refused(tmp_path):
+    from tans.data import WorkingFormat
+
+    zoo = Zoo.create(tmp_path / "zoo")
+    assert zoo.working_format == WorkingFormat()  # unrecorded: the 32x32 RGB default
+    zoo.record_working_format(WorkingFormat(24, 1))
+    zoo.record_working_format(WorkingFormat(24, 1))  # the same again is fine
+    assert Zoo.open(tmp_path / "zoo").working_format == WorkingFormat(24, 1)
+    with pytest.raises(TansError, match=r"holds networks of 24x24x1 images, this build asks for 32x32x3"):
+        zoo.record_working_format(WorkingFormat(32, 3))
+
+
 def test_open_refuses_another_schema_version(tmp_path):
     Zoo.create(tmp_path / "zoo").close()
     conn = sqlite3.connect(tmp_path / "zoo" / "zoo.sqlite")

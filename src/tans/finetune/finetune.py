@@ -355,7 +355,8 @@ def finetune(
     device : torch.device, str or None
         Defaults to CUDA when available, else the CPU.
     working_format : WorkingFormat or None
-        Image size and channels of the zoo's networks; default 32x32 RGB, the zoo default.
+        Image size and channels the network sees; default the zoo's recorded format (32x32 RGB
+        for a model given by ``model``).
     seed : int
         Seeds the new classifier (or the whole initialisation from scratch), data order and
         augmentation.
@@ -373,7 +374,6 @@ def finetune(
     if (model_id is None) == (model is None):
         raise TansError("finetune needs exactly one of model_id (a zoo entry) or model (a module or architecture name).")
     data = _resolve_dataset(dataset)
-    fmt = working_format or WorkingFormat()
     recipe = recipe if recipe is not None else finetune_recipe(epochs, seed=seed)
     num_classes = data.num_classes
 
@@ -381,6 +381,7 @@ def finetune(
     if model_id is not None:
         zoo = open_zoo(zoo)
         entry = zoo.get(model_id)
+        working_format = working_format or zoo.working_format
         net = load_zoo_model(zoo, model_id, num_classes=num_classes, pretrained=not from_scratch, seed=seed)
         arch, source_task = entry.arch, entry.task
     elif isinstance(model, str):
@@ -406,6 +407,7 @@ def finetune(
     else:
         raise TansError(f"expected model to be an nn.Module or an architecture name, got {type(model).__name__}.")
 
+    fmt = working_format or WorkingFormat()
     working = to_working(data, fmt)
     report = train(net, working, recipe, device=device if device is not None else default_device(), progress=progress)
     net.to("cpu").eval()

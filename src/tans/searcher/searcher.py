@@ -148,8 +148,6 @@ class Searcher:
         Fraction of the zoo's tasks held out for validation and checkpoint selection.
     extractor_epochs : int
         Epochs of the default extractor's multi-task training.
-    image_size : int
-        The zoo's working resolution (networks of the zoo see ``image_size`` RGB images).
     seed : int
         Seeds every random choice.
     device : str, optional
@@ -176,7 +174,6 @@ class Searcher:
         use_predictor: bool = True,
         val_fraction: float = 0.2,
         extractor_epochs: int = 3,
-        image_size: int = 32,
         seed: int = 0,
         device: str | None = None,
     ) -> None:
@@ -197,7 +194,6 @@ class Searcher:
         self.use_predictor = use_predictor
         self.val_fraction = val_fraction
         self.extractor_epochs = extractor_epochs
-        self.image_size = image_size
         self.seed = seed
         self.device = device
         self._cache: dict[str, _ZooCache] = {}
@@ -534,9 +530,9 @@ class Searcher:
         from tans.training.loop import to_input
 
         sample = query_sample(dataset, per_class=per_class, seed=self.seed)
-        images = sample.images
-        if images.shape[1:] != (self.image_size, self.image_size, 3):
-            images = resize_images(images, self.image_size, 3)
+        images, fmt = sample.images, zoo.working_format
+        if images.shape[1:] != (fmt.size, fmt.size, fmt.channels):
+            images = resize_images(images, fmt.size, fmt.channels)
         x = to_input(images)
         out = np.empty(len(entries))
         for i, entry in enumerate(entries):
@@ -591,7 +587,8 @@ class Searcher:
         """
         config, tensors = load_artifact(path)
         try:
-            searcher = cls(**config["params"])
+            # image_size was a setting before the zoo recorded its own working format
+            searcher = cls(**{k: v for k, v in config["params"].items() if k != "image_size"})
             ext_cfg = dict(config["extractor"])
             ext_state = {k[len("extractor.") :]: v for k, v in tensors.items() if k.startswith("extractor.")}
             extractor = make_extractor(ext_cfg.pop("name"), state_dict=ext_state or None, **ext_cfg)

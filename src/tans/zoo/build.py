@@ -330,6 +330,7 @@ def build_zoo(
     if workers is not None and workers < 1:
         raise TansError(f"workers must be at least 1, got {workers}; omit it to use every core.")
     zoo = zoo if isinstance(zoo, Zoo) else Zoo.create(zoo)
+    zoo.record_working_format(config.working_format)
     start = time.perf_counter()
     units = plan_units(config)
     stored = set(zoo.ids())

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from tans._errors import TansError, did_you_mean
+from tans.data.transforms import WorkingFormat
 from tans.zoo.entry import ID_PATTERN, ZooEntry
 
 __all__ = ["Zoo", "VerifyReport", "SCHEMA_VERSION", "DB_NAME", "WEIGHTS_DIR"]
@@ -431,6 +432,42 @@ class Zoo:
 
     def __repr__(self) -> str:
         return f"Zoo({str(self.path)!r}, entries={len(self)})"
+
+    # -- working format --------------------------------------------------------------------------
+
+    @property
+    def working_format(self) -> WorkingFormat:
+        """Image size and channels every network of this zoo was trained on (32x32 RGB if unrecorded)."""
+        rows = dict(self._connect().execute("SELECT key, value FROM zoo_meta").fetchall())
+        if "image_size" not in rows:
+            return WorkingFormat()  # zoos written before the format was recorded were all 32x32 RGB
+        return WorkingFormat(int(rows["image_size"]), int(rows["channels"]))
+
+    def record_working_format(self, fmt: WorkingFormat) -> None:
+        """Record the zoo's working format on first use; refuse a different one later.
+
+        Raises
+        ------
+        TansError
+            If the zoo already holds networks of another working format.
+        """
+        conn = self._connect()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            values = {"image_size": str(fmt.size), "channels": str(fmt.channels)}
+            conn.executemany("INSERT OR IGNORE INTO zoo_meta VALUES (?, ?)", values.items())
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        stored = self.working_format
+        if stored != fmt:
+            raise TansError(
+                f"the zoo at {self.path} holds networks of {stored.size}x{stored.size}x{stored.channels} images, "
+                f"this build asks for {fmt.size}x{fmt.size}x{fmt.channels}; build with image_size={stored.size} "
+                f"and channels={stored.channels}, or into a new zoo directory."
+            )
 
     # -- writing -------------------------------------------------------------------------------
 
