@@ -100,7 +100,6 @@ def _run_one(job: FinetuneJob, zoo_path: str, cache: FinetuneCache) -> tuple[Fin
             model_id=job.model_id,
             recipe=bench_recipe(job.epochs, job.seed, **cache.caps),
             from_scratch=job.scratch,
-            device="cpu",
             seed=job.seed,
         )
     except Exception as exc:  # noqa: BLE001 - one failed job is reported, the run goes on

@@ -239,7 +239,7 @@ def train_unit(unit: BuildUnit, config: BuildConfig) -> tuple[ZooEntry, dict[str
     from tans.space.functional import functional_embedding
     from tans.space.measure import measure
     from tans.space.registry import create_model
-    from tans.training.loop import train
+    from tans.training.loop import default_device, train
 
     dataset = load_dataset(unit.task)
     if dataset.fingerprint != unit.task_fingerprint:
@@ -253,7 +253,8 @@ def train_unit(unit: BuildUnit, config: BuildConfig) -> tuple[ZooEntry, dict[str
     pretrained = config.pretrained and unit.arch.startswith("timm/")
     model = create_model(unit.arch, num_classes=dataset.num_classes, pretrained=pretrained)
     recipe = replace(config.recipe, seed=unit.seed)
-    result = train(model, data, recipe, device="cpu")
+    result = train(model, data, recipe, device=default_device())  # CUDA when present
+    model.to("cpu")  # latency is a CPU measurement; weights are stored from the CPU
     cost = measure(model, input_size=fmt.size, in_chans=3, repeats=config.latency_repeats)
     entry = ZooEntry(
         id=unit.id,
