@@ -159,6 +159,7 @@ def write(results: dict) -> None:
                   f"| {f['entries']} | {f['tasks']} | {f['architectures']} | {f['params_min']:,}-{f['params_max']:,} "
                   f"({f['params_span']}x) | {f['minutes']} | {f['models_per_hour']} | {f['flagged_fraction']:.1%} | "
                   f"{f['median_val_over_chance']}x | {f['load_average_median']} |", "",
+                  *([f"Note: {f['note']}", ""] if f.get("note") else []),
                   "Goals (issue 3): >= 300 entries, >= 30 tasks, >= 15 archs spanning >= 10x, <= 30 minutes on "
                   "2 cores, <= 5% flagged, median >= 3x chance.", "",
                   f"Rerun: `.venv/bin/python benchmarks/zoo_build.py --phase full --zoo {f['zoo']}`", ""]

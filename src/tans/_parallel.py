@@ -16,6 +16,9 @@ def _single_thread() -> None:
     torch.set_num_threads(1)
 
 
+_END = object()  # end of the queue (an item may be anything, None included)
+
+
 def map_unordered(fn: Callable[..., Any], items: Iterable[Any], *args: Any, workers: int) -> Iterator[Any]:
     """Yield ``fn(item, *args)`` for every item, in completion order.
 
@@ -41,11 +44,12 @@ def map_unordered(fn: Callable[..., Any], items: Iterable[Any], *args: Any, work
         return
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_single_thread) as pool:
         queue = iter(items)
-        pending: set[Future] = {pool.submit(fn, item, *args) for item, _ in zip(queue, range(2 * workers))}
+        # range first: zip stops on it without drawing (and dropping) one more item from the queue
+        pending: set[Future] = {pool.submit(fn, item, *args) for _, item in zip(range(2 * workers), queue)}
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 yield future.result()
-                nxt = next(queue, None)
-                if nxt is not None:
+                nxt = next(queue, _END)
+                if nxt is not _END:
                     pending.add(pool.submit(fn, nxt, *args))
