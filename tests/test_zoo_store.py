@@ -243,7 +243,7 @@ def test_working_format_is_recorded_once_and_a_different_one_refused(tmp_path):
     zoo.record_working_format(WorkingFormat(24, 1))
     zoo.record_working_format(WorkingFormat(24, 1))  # the same again is fine
     assert Zoo.open(tmp_path / "zoo").working_format == WorkingFormat(24, 1)
-    with pytest.raises(TansError, match=r"holds networks of 24x24x1 images, this build asks for 32x32x3"):
+    with pytest.raises(TansError, match=r"holds networks of 24x24x1 images, not 32x32x3"):
         zoo.record_working_format(WorkingFormat(32, 3))
 
 
@@ -404,6 +404,24 @@ def test_export_import_round_trip(tmp_path):
     assert import_zoo(other, subset).added == (entries[1].id,) and other.ids() == [entries[1].id]
     with pytest.raises(TansError, match="no zoo entry"):
         export_zoo(src, tmp_path / "bad.tar", ids=["nope"])
+
+
+def test_import_carries_the_working_format_and_refuses_another(tmp_path):
+    from tans.data import WorkingFormat
+
+    src = Zoo.create(tmp_path / "src")
+    src.record_working_format(WorkingFormat(24, 1))
+    src.add(make_entry(0), make_state(0))
+    archive = export_zoo(src, tmp_path / "all.tar")
+    dst = Zoo.create(tmp_path / "dst")
+    import_zoo(dst, archive)
+    assert dst.working_format == WorkingFormat(24, 1)
+
+    rgb = Zoo.create(tmp_path / "rgb")
+    rgb.record_working_format(WorkingFormat(32, 3))
+    with pytest.raises(TansError, match="holds networks of 32x32x3 images"):
+        import_zoo(rgb, archive)
+    assert len(rgb) == 0
 
 
 def _members(tar_path: Path) -> list[tuple[tarfile.TarInfo, bytes | None]]:

@@ -1,6 +1,7 @@
 """Move zoo entries between machines as one tar archive.
 
-An archive holds exactly ``manifest.json`` (format, version, the entries as JSON) and one
+An archive holds exactly ``manifest.json`` (format, version, the zoo's working format, the entries
+as JSON) and one
 ``weights/<id>.safetensors`` per entry. Import trusts nothing in it: every member name and type is
 checked before anything is read, every weights file must match the manifest's sha256 and parse as
 safetensors, and only then are the entries added (append-only: ids already in the zoo are
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tans._errors import TansError
+from tans.data.transforms import WorkingFormat
 from tans.zoo.entry import ZooEntry
 from tans.zoo.store import SCHEMA_VERSION, WEIGHTS_DIR, WEIGHTS_SUFFIX, Zoo, check_safetensors
 
@@ -93,6 +95,7 @@ def export_zoo(
         "format": ARCHIVE_FORMAT,
         "version": ARCHIVE_VERSION,
         "schema_version": SCHEMA_VERSION,
+        "working_format": {"size": zoo.working_format.size, "channels": zoo.working_format.channels},
         "entries": [e.to_dict() for e in entries],
     }
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -164,7 +167,7 @@ def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
         return fh.read()
 
 
-def _read_manifest(tar: tarfile.TarFile, member: tarfile.TarInfo, archive: Path) -> list[ZooEntry]:
+def _read_manifest(tar: tarfile.TarFile, member: tarfile.TarInfo, archive: Path) -> tuple[list[ZooEntry], WorkingFormat]:
     if member.size > MAX_MANIFEST_BYTES:
         raise TansError(
             f"refusing archive {archive}: {MANIFEST} is {member.size} bytes, too large for metadata."
@@ -189,7 +192,16 @@ def _read_manifest(tar: tarfile.TarFile, member: tarfile.TarInfo, archive: Path)
         raise TansError(f"refusing archive {archive}: a manifest entry is malformed ({exc}).") from None
     except TansError as exc:
         raise TansError(f"refusing archive {archive}: {exc}") from None
-    return entries
+    fmt = manifest.get("working_format", {"size": 32, "channels": 3})  # older archives: the 32x32 RGB default
+    try:
+        working_format = WorkingFormat(int(fmt["size"]), int(fmt["channels"]))
+    except (TypeError, KeyError, ValueError):
+        raise TansError(
+            f"refusing archive {archive}: expected a working_format with integer size and channels, got {fmt!r}."
+        ) from None
+    except TansError as exc:
+        raise TansError(f"refusing archive {archive}: {exc}") from None
+    return entries, working_format
 
 
 def import_zoo(zoo: Zoo, archive_path: str | os.PathLike[str]) -> ImportReport:
@@ -215,8 +227,8 @@ def import_zoo(zoo: Zoo, archive_path: str | os.PathLike[str]) -> ImportReport:
         When the archive is not a tar file; holds a member other than ``manifest.json`` and
         ``weights/<id>.safetensors`` regular files (absolute paths, ``..``, links, devices,
         pickles...); its manifest and weights files do not correspond; a weights file does not
-        match its sha256 or does not parse as safetensors; or an id in it is already stored in
-        ``zoo`` for a different build unit.
+        match its sha256 or does not parse as safetensors; an id in it is already stored in
+        ``zoo`` for a different build unit; or ``zoo`` holds networks of another working format.
     """
     archive = Path(archive_path).expanduser()
     if not archive.is_file():
@@ -232,7 +244,7 @@ def import_zoo(zoo: Zoo, archive_path: str | os.PathLike[str]) -> ImportReport:
             raise TansError(f"refusing archive {archive}: it is damaged ({exc}).") from None
         weights = _check_members(members, archive)
         manifest_member = next(m for m in members if m.isfile() and m.name.removeprefix("./") == MANIFEST)
-        entries = _read_manifest(tar, manifest_member, archive)
+        entries, working_format = _read_manifest(tar, manifest_member, archive)
 
         ids = [e.id for e in entries]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
@@ -253,6 +265,7 @@ def import_zoo(zoo: Zoo, archive_path: str | os.PathLike[str]) -> ImportReport:
             if entry.id in zoo:
                 zoo._check_same_unit(zoo.get(entry.id), entry)
                 skipped.append(entry.id)
+        zoo.record_working_format(working_format)  # refuses networks of another image format
         # second pass: add, re-checking the bytes actually stored
         added = []
         for entry in entries:

@@ -465,8 +465,8 @@ class Zoo:
         if stored != fmt:
             raise TansError(
                 f"the zoo at {self.path} holds networks of {stored.size}x{stored.size}x{stored.channels} images, "
-                f"this build asks for {fmt.size}x{fmt.size}x{fmt.channels}; build with image_size={stored.size} "
-                f"and channels={stored.channels}, or into a new zoo directory."
+                f"not {fmt.size}x{fmt.size}x{fmt.channels}; add only networks of its format (image_size="
+                f"{stored.size}, channels={stored.channels}) or use a new zoo directory."
             )
 
     # -- writing -------------------------------------------------------------------------------
