@@ -245,6 +245,10 @@ def test_working_format_is_recorded_once_and_a_different_one_refused(tmp_path):
     assert Zoo.open(tmp_path / "zoo").working_format == WorkingFormat(24, 1)
     with pytest.raises(TansError, match=r"holds networks of 24x24x1 images, not 32x32x3"):
         zoo.record_working_format(WorkingFormat(32, 3))
+    with sqlite3.connect(tmp_path / "zoo" / "zoo.sqlite") as conn:
+        conn.execute("UPDATE zoo_meta SET value = 'big' WHERE key = 'image_size'")
+    with pytest.raises(TansError, match=r"unreadable working format in zoo_meta \(image_size='big'"):
+        Zoo.open(tmp_path / "zoo").working_format
 
 
 def test_open_refuses_another_schema_version(tmp_path):

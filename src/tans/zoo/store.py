@@ -441,7 +441,14 @@ class Zoo:
         rows = dict(self._connect().execute("SELECT key, value FROM zoo_meta").fetchall())
         if "image_size" not in rows:
             return WorkingFormat()  # zoos written before the format was recorded were all 32x32 RGB
-        return WorkingFormat(int(rows["image_size"]), int(rows["channels"]))
+        try:
+            return WorkingFormat(int(rows["image_size"]), int(rows["channels"]))
+        except (KeyError, ValueError):
+            raise TansError(
+                f"the zoo at {self.path} has an unreadable working format in zoo_meta "
+                f"(image_size={rows.get('image_size')!r}, channels={rows.get('channels')!r}); restore "
+                "zoo.sqlite from a backup or an export."
+            ) from None
 
     def record_working_format(self, fmt: WorkingFormat) -> None:
         """Record the zoo's working format on first use; refuse a different one later.
