@@ -33,6 +33,7 @@ import struct
 import time
 import uuid
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -260,6 +261,19 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+@contextmanager
+def _write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any error (writers serialise on the lock)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
 class Zoo:
     """A model zoo directory: append-only, crash-safe, safe for concurrent writers.
 
@@ -379,19 +393,13 @@ class Zoo:
 
     @staticmethod
     def _create_schema(conn: sqlite3.Connection) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _write_transaction(conn):
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
             # OR IGNORE: a second builder creating the same zoo at once keeps the first's values
             meta = {"format": ZOO_FORMAT, "schema_version": str(SCHEMA_VERSION), "created": _utc_now()}
             conn.executemany("INSERT OR IGNORE INTO zoo_meta VALUES (?, ?)", meta.items())
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
 
     def _read_version(self, conn: sqlite3.Connection) -> int:
         try:
@@ -459,15 +467,9 @@ class Zoo:
             If the zoo already holds networks of another working format.
         """
         conn = self._connect()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _write_transaction(conn):  # OR IGNORE: the first format recorded stays
             values = {"image_size": str(fmt.size), "channels": str(fmt.channels)}
             conn.executemany("INSERT OR IGNORE INTO zoo_meta VALUES (?, ?)", values.items())
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         stored = self.working_format
         if stored != fmt:
             raise TansError(
