@@ -16,7 +16,6 @@ from tans.finetune import (
     finetune_and_scratch,
     finetune_recipe,
     load_finetuned,
-    load_zoo_model,
 )
 from tans.finetune.finetune import head_parameter_names
 from tans.training.loop import to_input
@@ -89,7 +88,7 @@ def test_finetune_one_epoch_gives_a_full_result_and_a_new_head(zoo, entry, datas
 
 def test_zoo_weights_are_loaded_and_only_the_head_is_new(zoo, entry):
     zoo_state = zoo.load_state_dict(entry.id)
-    model = load_zoo_model(zoo, entry.id, num_classes=3)
+    model = zoo.load_model(entry.id, num_classes=3)
     head = head_parameter_names(model)
     assert head == {"classifier.weight", "classifier.bias"}
     state = model.state_dict()
@@ -128,7 +127,7 @@ def test_training_starts_from_the_zoo_weights_and_from_scratch_does_not(zoo, ent
 def test_model_argument_accepts_a_module_or_an_architecture_name(zoo, entry, dataset):
     from_name = finetune(dataset, model="mbv3_min", recipe=TINY_FT)
     assert from_name.from_scratch and from_name.arch == "mbv3_min" and from_name.model_id is None
-    module = load_zoo_model(zoo, entry.id)
+    module = zoo.load_model(entry.id)
     from_module = finetune(dataset, model=module, recipe=TINY_FT)
     assert from_module.arch == entry.arch and not from_module.from_scratch
     assert from_module.model.get_classifier().out_features == 3

@@ -257,7 +257,7 @@ def test_open_refuses_another_schema_version(tmp_path):
     conn.execute("UPDATE zoo_meta SET value = '99' WHERE key = 'schema_version'")
     conn.commit()
     conn.close()
-    with pytest.raises(TansError, match="schema version 99, this tans reads version 1"):
+    with pytest.raises(TansError, match="schema version 99, this tans reads version 2"):
         Zoo.open(tmp_path / "zoo")
 
 

@@ -1,4 +1,4 @@
-"""Run independent CPU jobs in this process or in a pool of single-threaded worker processes."""
+"""Run independent CPU jobs in this process, in a pool of single-threaded worker processes, or on Ray."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from multiprocessing import get_context
 from typing import Any
 
-__all__ = ["map_unordered"]
+__all__ = ["map_unordered", "ray_map"]
 
 
 def _single_thread() -> None:
@@ -53,3 +53,40 @@ def map_unordered(fn: Callable[..., Any], items: Iterable[Any], *args: Any, work
                 nxt = next(queue, _END)
                 if nxt is not _END:
                     pending.add(pool.submit(fn, nxt, *args))
+
+
+def _ray_call(fn: Callable[..., Any], item: Any, *args: Any) -> Any:
+    import torch
+
+    torch.set_num_threads(1)  # one Ray CPU, one thread
+    return fn(item, *args)
+
+
+def ray_map(fn: Callable[..., Any], items: Iterable[Any], *args: Any, address: str) -> Iterator[Any]:
+    """Yield ``fn(item, *args)`` for every item, run as Ray tasks (one CPU each), in completion order.
+
+    ``address``: ``"auto"`` joins the running cluster, an address joins that one, ``"local"`` starts
+    a local Ray instance. Results travel back to this process. ``fn`` must not raise.
+    """
+    from tans._errors import TansError
+
+    try:
+        import ray
+    except ImportError:
+        raise TansError("Ray is not installed; run: pip install 'ray[default]' (or pip install -e '.[ray]').") from None
+    if not ray.is_initialized():
+        try:
+            if address == "local":
+                ray.init(include_dashboard=False, log_to_driver=False)
+            else:
+                ray.init(address=address, log_to_driver=False)
+        except ConnectionError as exc:
+            raise TansError(
+                f"Could not join a Ray cluster at '{address}' ({exc}); start one with 'ray start --head' "
+                "or pass --ray local."
+            ) from None
+    remote = ray.remote(num_cpus=1)(_ray_call)
+    pending = [remote.remote(fn, item, *args) for item in items]
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        yield ray.get(done[0])

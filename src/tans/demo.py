@@ -1,9 +1,10 @@
-"""The end-to-end demonstration behind ``tans demo``: zoo, searcher, search, fine-tune, compare.
+"""The end-to-end demonstration behind ``tans demo``: zoo, transfer records, searcher, search, fine-tune, compare.
 
-Everything runs offline on the built-in data. The zoo and the searcher are built once into the
-default locations (``~/.cache/tans/zoo`` and ``~/.cache/tans/searcher``) and reused by later runs
-and by ``tans search`` / ``tans finetune``. The target dataset comes from a family the demo zoo
-never saw (Indic scripts), so the search is a real transfer, not a look-up.
+Everything runs offline on the built-in data. The zoo (with its transfer records) and the searcher
+are built once into the default locations (``~/.cache/tans/zoo`` and ``~/.cache/tans/searcher``)
+and reused by later runs and by ``tans search`` / ``tans finetune``. The target dataset comes from
+a family that neither the zoo nor its records ever saw (Indic scripts), so the search is a real
+transfer, not a look-up.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from tans.searcher.artifact import is_artifact
 from tans.training.recipe import Recipe
 from tans.zoo import Zoo
 from tans.zoo.build import BuildConfig, BuildReport, build_zoo
+from tans.zoo.transfer import TransferConfig, TransferReport, run_transfers
 
-__all__ = ["DEMO_ZOO", "DEMO_TARGET", "DEMO_MAX_PARAMS", "DemoResult", "run_demo"]
+__all__ = ["DEMO_ZOO", "DEMO_TRANSFER", "DEMO_TARGET", "DEMO_MAX_PARAMS", "DemoResult", "run_demo"]
 
 # A small zoo over 6 families (12 tasks x 6 of 12 architectures = 72 networks): minutes on 2 cores.
 DEMO_ZOO = BuildConfig(
@@ -39,6 +41,23 @@ DEMO_ZOO = BuildConfig(
     archs_per_task=6,
     recipe=Recipe(epochs=3, warmup_epochs=1, max_train_images=512, max_eval_images=300),
     latency_repeats=10,
+)
+# Transfer records: 24 of the 72 networks fine-tuned for one epoch on 21 other tasks of the zoo's
+# families (never an Indic script): about 500 short fine-tunes, a couple of minutes on 2 cores.
+DEMO_TRANSFER = TransferConfig(
+    targets=(
+        "mnist-0-4", "mnist-5-9", "mnist-odd",
+        "emoji-smileys-emotion", "emoji-travel-places", "emoji-objects-google", "emoji-people-body-twitter",
+        "emoji-activities",
+        "glyphs-latin-upper-p2", "glyphs-latin-lower-p1", "glyphs-greek-upper-p1", "glyphs-cyrillic-lower-p1",
+        "glyphs-runic-p2", "glyphs-gothic-p1", "glyphs-ogham-p1",
+        "glyphs-hebrew-p2", "glyphs-arabic-p1", "glyphs-syriac-p1", "glyphs-armenian-upper-p1", "glyphs-georgian-p3",
+        "glyphs-phoenician-p1",
+    ),
+    models=24,
+    epochs=1,
+    max_train_images=128,
+    max_eval_images=128,
 )
 # Searcher settings (the defaults of Searcher); tests shrink them.
 DEMO_SEARCHER: dict[str, Any] = {"seed": 0}
@@ -56,6 +75,7 @@ class DemoResult:
     zoo: str
     searcher: str
     build: BuildReport | None  # None when the zoo was complete already
+    transfers: TransferReport | None  # None when every record was there already
     fitted: bool  # False when a cached searcher was loaded
     search: SearchResult
     comparison: Comparison
@@ -66,6 +86,7 @@ class DemoResult:
             "zoo": self.zoo,
             "searcher": self.searcher,
             "zoo_build": self.build.to_dict() if self.build else None,
+            "transfer_records": self.transfers.to_dict() if self.transfers else None,
             "searcher_fitted": self.fitted,
             "target": DEMO_TARGET,
             "max_params": DEMO_MAX_PARAMS,
@@ -84,6 +105,8 @@ def run_demo(
     on_stage: Callable[[str], None] | None = None,
     build_progress: Callable | None = None,
     build_plan: Callable[[int, int], None] | None = None,
+    transfer_progress: Callable | None = None,
+    transfer_plan: Callable[[int, int], None] | None = None,
     fit_progress: Callable | None = None,
     finetune_progress: Callable | None = None,
 ) -> DemoResult:
@@ -99,9 +122,9 @@ def run_demo(
         Processes for the zoo build (default: every core).
     on_stage : callable or None
         Called with a short description as each stage starts.
-    build_progress, build_plan, fit_progress, finetune_progress : callable or None
-        Passed to :func:`build_zoo` (``progress``, ``on_plan``), :meth:`Searcher.fit` and
-        :func:`finetune_and_scratch`.
+    build_progress, build_plan, transfer_progress, transfer_plan, fit_progress, finetune_progress : callable or None
+        Passed to :func:`build_zoo` and :func:`run_transfers` (``progress``, ``on_plan``),
+        :meth:`Searcher.fit` and :func:`finetune_and_scratch`.
 
     Returns
     -------
@@ -120,9 +143,13 @@ def run_demo(
     if report.built or report.failed:
         build = report
 
-    fitted = build is not None or not is_artifact(searcher_path)
+    stage(f"transfer records: {DEMO_TRANSFER.models} networks fine-tuned on {len(DEMO_TRANSFER.targets)} other tasks")
+    records = run_transfers(zoo, DEMO_TRANSFER, workers=workers, progress=transfer_progress, on_plan=transfer_plan)
+    transfers = records if records.added or records.failed else None
+
+    fitted = build is not None or transfers is not None or not is_artifact(searcher_path)
     if fitted:
-        stage(f"meta-training the searcher on {len(zoo)} networks")
+        stage(f"meta-training the searcher on {zoo.transfer_count()} transfer records")
         searcher = Searcher(**DEMO_SEARCHER).fit(zoo, progress=fit_progress)
         searcher.save(searcher_path)
     else:
@@ -138,7 +165,8 @@ def run_demo(
         DEMO_TARGET, zoo=zoo, model_id=found.rows[0].id, epochs=DEMO_EPOCHS, recipe=recipe, out_dir=out_dir,
         progress=finetune_progress,
     )
-    result = DemoResult(zoo=str(zoo_dir), searcher=str(searcher_path), build=build, fitted=fitted, search=found,
+    result = DemoResult(zoo=str(zoo_dir), searcher=str(searcher_path), build=build, transfers=transfers, fitted=fitted,
+                        search=found,
                         comparison=comparison, seconds=time.perf_counter() - start)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "demo.json").write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n")

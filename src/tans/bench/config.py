@@ -23,6 +23,7 @@ import numpy as np
 
 from tans._errors import TansError, did_you_mean
 from tans.zoo.build import BuildConfig
+from tans.zoo.transfer import TransferConfig
 
 __all__ = ["BenchConfig", "quick_config", "resolve_budget", "FULL_CONFIG"]
 
@@ -42,6 +43,9 @@ class BenchConfig:
         Label written into the report.
     zoo : BuildConfig
         The zoo to build (resumable; built into ``zoo_dir``).
+    transfer : TransferConfig
+        The zoo's transfer records (resumable; the searchers learn from them). The test datasets
+        and their families are added to its ``exclude`` and are never targets.
     zoo_dir : str or None
         Where the zoo lives; ``None``: ``<out>/zoo``. A relative path is relative to the output
         directory.
@@ -82,6 +86,7 @@ class BenchConfig:
     zoo: BuildConfig
     test_datasets: tuple[str, ...]
     budgets: tuple[int | str | None, ...]
+    transfer: TransferConfig = field(default_factory=TransferConfig)
     zoo_dir: str | None = None
     # fine-tuning budget
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -105,6 +110,8 @@ class BenchConfig:
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if isinstance(self.zoo, dict):
             object.__setattr__(self, "zoo", BuildConfig.from_dict(self.zoo, where="bench config 'zoo'"))
+        if isinstance(self.transfer, dict):
+            object.__setattr__(self, "transfer", TransferConfig.from_dict(self.transfer, where="bench config 'transfer'"))
         if not self.test_datasets:
             raise TansError("A bench config needs at least one test dataset in 'test_datasets'.")
         if not self.budgets:
@@ -154,13 +161,14 @@ class BenchConfig:
     def to_dict(self) -> dict[str, Any]:
         values = asdict(self)
         values["zoo"] = self.zoo.to_dict()
+        values["transfer"] = self.transfer.to_dict()
         for name in ("test_datasets", "budgets", "seeds", "methods"):
             values[name] = list(values[name])
         return values
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], *, where: str = "bench config", base: Path | None = None) -> BenchConfig:
-        """A config from plain values; ``zoo`` may be a dict or the path of a zoo build config.
+        """A config from plain values; ``zoo`` and ``transfer`` may be dicts or paths of their config files.
 
         Parameters
         ----------
@@ -169,7 +177,7 @@ class BenchConfig:
         where : str
             Named in error messages.
         base : Path or None
-            Directory a relative ``zoo`` config path is resolved against.
+            Directory a relative ``zoo`` or ``transfer`` config path is resolved against.
 
         Raises
         ------
@@ -188,11 +196,10 @@ class BenchConfig:
         missing = [k for k in ("name", "zoo", "test_datasets", "budgets") if k not in values]
         if missing:
             raise TansError(f"{where} is missing '{missing[0]}'; see benchmarks/bench/full.json for an example.")
-        if isinstance(values["zoo"], str):
-            zoo_file = Path(values["zoo"])
-            if not zoo_file.is_absolute() and base is not None:
-                zoo_file = base / zoo_file
-            values["zoo"] = BuildConfig.from_file(zoo_file)
+        for key, kind in (("zoo", BuildConfig), ("transfer", TransferConfig)):
+            if isinstance(values.get(key), str):
+                file = Path(values[key])
+                values[key] = kind.from_file(file if file.is_absolute() or base is None else base / file)
         return cls(**values)
 
     @classmethod
@@ -259,9 +266,10 @@ def resolve_budget(budget: int | str | None, params: np.ndarray) -> int | None:
 def quick_config() -> BenchConfig:
     """The tiny benchmark of ``tans bench --quick``: the whole protocol in a few minutes.
 
-    A 4-task zoo of digits and emoji, two icon datasets held out (a family the zoo never saw), two
-    budgets, one seed and short fine-tunes. Its numbers mean little; it checks that every part
-    runs and that the report has its full structure.
+    A 4-task zoo of digits and emoji with transfer records of 6 models on 5 other digit and emoji
+    tasks, two icon datasets held out (a family neither the zoo nor its records saw), two budgets,
+    one seed and short fine-tunes. Its numbers mean little; it checks that every part runs and that
+    the report has its full structure.
     """
     from tans.training.recipe import Recipe
 
@@ -275,6 +283,12 @@ def quick_config() -> BenchConfig:
     return BenchConfig(
         name="quick",
         zoo=zoo,
+        transfer=TransferConfig(
+            targets=("mnist-0-4", "mnist-5-9", "emoji-objects", "emoji-animals-nature", "emoji-symbols"),
+            models=6,
+            max_train_images=96,
+            max_eval_images=96,
+        ),
         test_datasets=("icons-contexts-tango", "icons-contexts-elementary-xfce"),
         budgets=("p50", None),
         seeds=(0,),
@@ -289,7 +303,7 @@ def quick_config() -> BenchConfig:
         searcher={
             "epochs": 2,
             "steps_per_epoch": 5,
-            "batch_tasks": 4,
+            "batch_targets": 4,
             "per_class": 5,
             "pool_per_class": 10,
             "extractor_epochs": 1,

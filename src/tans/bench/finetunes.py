@@ -1,7 +1,8 @@
 """The benchmark's fine-tunes: one job per (dataset, model, epochs, seed, start), cached on disk.
 
-Every fine-tune of a run uses :func:`tans.finetune.finetune_recipe` with the run's image caps, so
-all methods are compared under the same recipe. Each finished job is written at once as a small
+Every fine-tune of a run uses :func:`tans.zoo.transfer.transfer_recipe` (the recipe of the transfer
+records the searcher learns from) with the run's image caps, so all methods are compared under the
+same recipe. Each finished job is written at once as a small
 JSON file (atomically), keyed by dataset, model id, epochs, seed and start (pretrained or from
 scratch) under a folder named by the recipe's hash: an interrupted run resumes with what it had,
 and a rerun with the same recipe reuses every result. Jobs run in a process pool (one torch thread
@@ -15,14 +16,15 @@ import json
 import os
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tans._errors import TansError
 from tans._parallel import map_unordered
+from tans.zoo.transfer import transfer_recipe
 
-__all__ = ["FinetuneJob", "FinetuneCache", "bench_recipe", "run_jobs"]
+__all__ = ["FinetuneJob", "FinetuneCache", "run_jobs"]
 
 
 @dataclass(frozen=True, order=True)
@@ -41,15 +43,6 @@ class FinetuneJob:
         return f"{self.model_id}-e{self.epochs}-s{self.seed}-{start}.json"
 
 
-def bench_recipe(epochs: int, seed: int, *, max_train_images: int, max_eval_images: int):
-    """The benchmark's fine-tuning recipe: :func:`~tans.finetune.finetune_recipe` with the run's caps."""
-    from tans.finetune import finetune_recipe
-
-    return replace(
-        finetune_recipe(epochs, seed=seed), max_train_images=max_train_images, max_eval_images=max_eval_images
-    )
-
-
 class FinetuneCache:
     """Fine-tune results on disk, one JSON file per job.
 
@@ -64,7 +57,7 @@ class FinetuneCache:
 
     def __init__(self, root: str | os.PathLike[str], *, max_train_images: int, max_eval_images: int) -> None:
         self.caps = {"max_train_images": max_train_images, "max_eval_images": max_eval_images}
-        recipe = bench_recipe(1, 0, **self.caps).to_dict()
+        recipe = transfer_recipe(1, 0, **self.caps).to_dict()
         recipe.pop("seed"), recipe.pop("epochs"), recipe.pop("warmup_epochs")
         tag = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
         self.root = Path(root) / f"recipe-{tag}"
@@ -98,7 +91,7 @@ def _run_one(job: FinetuneJob, zoo_path: str, cache: FinetuneCache) -> tuple[Fin
             job.dataset,
             zoo=zoo_path,
             model_id=job.model_id,
-            recipe=bench_recipe(job.epochs, job.seed, **cache.caps),
+            recipe=transfer_recipe(job.epochs, job.seed, **cache.caps),
             from_scratch=job.scratch,
             seed=job.seed,
         )

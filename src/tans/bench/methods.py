@@ -16,14 +16,12 @@ are not rankers; :mod:`tans.bench.protocol` computes them from the fine-tunes.
 
 from __future__ import annotations
 
-import math
 import time
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from tans._errors import TansError, did_you_mean
 from tans.data.dataset import Dataset
@@ -269,55 +267,61 @@ def _random_rank(ctx: MethodContext, limit: int | None, top_k: int) -> Ranking:
     return Ranking(ids=[ctx.entries[p].id for p in draws], seconds=time.perf_counter() - start)
 
 
-@torch.no_grad()
+_LOGME_VARIANTS = ("logme", "logme-reference")  # probe scores logme_scores may compute
+
+
 def logme_scores(
-    dataset: Dataset, zoo: Zoo, entries: Sequence[ZooEntry], *, per_class: int = 20, seed: int = 0, image_size: int = 32
+    dataset: Dataset,
+    zoo: Zoo,
+    entries: Sequence[ZooEntry],
+    *,
+    per_class: int = 20,
+    seed: int = 0,
+    variant: str = "logme",
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """LogME of each entry's pre-logit features on a class-balanced sample of ``dataset``.
+
+    The sample is drawn from the training split and resized to the zoo's working format
+    (:func:`tans.searcher.probe.probe_scores`).
 
     Parameters
     ----------
     dataset : Dataset
         The target dataset (its training split is sampled).
     zoo : Zoo
-        Holds the entries' weights.
+        Holds the entries' weights and their working format.
     entries : sequence of ZooEntry
         Models to score.
     per_class : int
         Images per class.
     seed : int
         Seed of the sample.
-    image_size : int
-        The zoo's working resolution.
+    variant : {"logme", "logme-reference"}
+        The exact evidence, or the value of the authors' reference code.
 
     Returns
     -------
     (np.ndarray, np.ndarray, float)
-        ``(n,)`` scores (higher is better), ``(n,)`` seconds each entry took (loading and forward
-        pass), and the seconds of the shared sampling and conversion.
-    """
-    from tans.data.transforms import resize_images
-    from tans.finetune import load_zoo_model
-    from tans.searcher import logme_score, query_sample
-    from tans.training.loop import to_input
+        ``(n,)`` scores (higher is better; a non-finite value becomes ``-inf``), ``(n,)`` seconds
+        each entry took (loading, forward pass and score), and the seconds of the shared sampling
+        and resizing.
 
-    start = time.perf_counter()
-    sample = query_sample(dataset, per_class=per_class, seed=seed)
-    images = sample.images
-    if images.shape[1:] != (image_size, image_size, 3):
-        images = resize_images(images, image_size, 3)
-    x = to_input(images)
-    shared = time.perf_counter() - start
-    scores = np.empty(len(entries))
-    seconds = np.empty(len(entries))
-    for i, entry in enumerate(entries):
-        tic = time.perf_counter()
-        model = load_zoo_model(zoo, entry.id).eval()
-        feats = model.forward_head(model.forward_features(x), pre_logits=True)
-        value = logme_score(feats.reshape(len(x), -1).double().numpy(), sample.labels)
-        scores[i] = value if math.isfinite(value) else -np.inf
-        seconds[i] = time.perf_counter() - tic
-    return scores, seconds, shared
+    Raises
+    ------
+    TansError
+        For another ``variant``.
+    """
+    from tans.searcher.probe import probe_scores
+
+    if variant not in _LOGME_VARIANTS:
+        raise TansError(
+            f"Unknown LogME variant '{variant}'; expected one of {', '.join(_LOGME_VARIANTS)}."
+            f"{did_you_mean(str(variant), _LOGME_VARIANTS)}"
+        )
+    result = probe_scores(zoo, [e.id for e in entries], dataset, per_class=per_class, seed=seed, scores=(variant,))
+    scores = result.scores[variant]
+    scores = np.where(np.isfinite(scores), scores, -np.inf)
+    return scores, result.seconds_per_entry, result.shared_seconds
 
 
 # ------------------------------------------------------------------------------- the registry

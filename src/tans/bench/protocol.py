@@ -4,15 +4,18 @@
 
 1. build the zoo of the config (:func:`tans.zoo.build.build_zoo`, which skips stored units) and
    check that no test dataset's family is in it;
-2. meta-train the main searcher and its ablations on the zoo's tasks (saved under
-   ``<out>/searchers``; reloaded when the zoo and settings are unchanged);
-3. for each test dataset and budget, every method ranks the zoo entries within the budget
+2. fill the zoo's transfer records (:func:`tans.zoo.transfer.run_transfers`, which skips stored
+   records); the test datasets and their families are never targets;
+3. meta-train the main searcher and its ablations on the records, ignoring any record of a test
+   family (saved under ``<out>/searchers``; reloaded when the zoo, records and settings are
+   unchanged);
+4. for each test dataset and budget, every method ranks the zoo entries within the budget
    (timed: that is its search time);
-4. the candidate pool of each test dataset: the union of every method's top ``pool_top_k`` at every
+5. the candidate pool of each test dataset: the union of every method's top ``pool_top_k`` at every
    budget plus ``pool_random`` random entries; each member is fine-tuned at 1 epoch and at
    ``epochs`` epochs for every seed, the searcher's top-1 architecture is also trained from scratch
    (1, ``epochs`` and ``scratch_epochs`` epochs), all cached (:mod:`tans.bench.finetunes`);
-5. metrics per (dataset, budget, epoch budget), and their means (:mod:`tans.bench.metrics`).
+6. metrics per (dataset, budget, epoch budget), and their means (:mod:`tans.bench.metrics`).
 
 The oracle of a (dataset, budget) is the pool member within the budget with the best mean test
 accuracy; a method's accuracy is its pick's mean test accuracy over the seeds.
@@ -97,7 +100,27 @@ def _check_held_out(config: BenchConfig, zoo) -> dict[str, Any]:
     return datasets
 
 
-def _fit_searchers(config: BenchConfig, zoo, out_dir: Path, variants: list[str], progress: Progress):
+def _fill_records(config: BenchConfig, zoo, datasets: dict, progress: Progress):
+    from dataclasses import replace
+
+    from tans.zoo.transfer import run_transfers
+
+    held_out = tuple(datasets) + tuple(sorted({d.family for d in datasets.values()}))
+    transfer = replace(config.transfer, exclude=tuple(dict.fromkeys(config.transfer.exclude + held_out)))
+    state = {"total": None}
+
+    def on_plan(todo: int, skipped: int) -> None:
+        state["total"] = todo
+        progress("records", 0, todo, f"{skipped} already recorded")
+
+    def on_unit(report, unit, failure) -> None:
+        progress("records", len(report.added) + len(report.failed), state["total"], unit.target)
+
+    return run_transfers(zoo, transfer, workers=config.workers, progress=on_unit, on_plan=on_plan)
+
+
+def _fit_searchers(config: BenchConfig, zoo, out_dir: Path, variants: list[str], test_families: list[str],
+                   progress: Progress):
     from tans.searcher import Searcher
 
     searchers, seconds = {}, {}
@@ -110,13 +133,17 @@ def _fit_searchers(config: BenchConfig, zoo, out_dir: Path, variants: list[str],
         if (path / "config.json").exists() or path.is_dir():
             try:
                 loaded = Searcher.load(path)
-                same = all(loaded.get_params().get(k) == v for k, v in params.items())
-                if same and loaded.zoo_info_.get("entries") == len(zoo):
+                same = all(loaded.get_params().get(k) == (tuple(v) if isinstance(v, list) else v) for k, v in params.items())
+                same_data = (loaded.zoo_info_.get("entries") == len(zoo)
+                             and loaded.records_.get("excluded_families") == sorted(test_families)
+                             and loaded.records_.get("records") == sum(r.target_family not in test_families
+                                                                       for r in zoo.transfers()))
+                if same and same_data:
                     searcher = loaded
             except TansError:
                 searcher = None  # a damaged artifact is refitted
         if searcher is None:
-            searcher = Searcher(**params).fit(zoo)
+            searcher = Searcher(**params).fit(zoo, exclude_families=test_families)
             searcher.save(path)
             seconds[variant] = time.perf_counter() - tic
         else:
@@ -306,17 +333,15 @@ def _goals(config: BenchConfig, summary: dict, cells: list[dict], logme_zoo_seco
 # ------------------------------------------------------------------------------------ driver
 def _embeddings(searcher, zoo, datasets: dict) -> dict[str, Any]:
     """Model and dataset embeddings of the main searcher, for the 2-D map."""
-    from tans.data import load_dataset
-
     entries = zoo.entries()
-    points = [searcher.embed_entries(entries)]
+    points = [searcher.embed_entries(entries, zoo)]
     names = [e.id for e in entries]
     families = [e.task_family for e in entries]
     kinds = ["model"] * len(entries)
     tasks = {e.task: e.task_family for e in entries}
     queries = []
     for name, family in sorted(tasks.items()):
-        queries.append((name, family, "zoo task", load_dataset(name)))
+        queries.append((name, family, "zoo task", zoo.load_task(name)))
     queries += [(name, ds.family, "test dataset", ds) for name, ds in datasets.items()]
     for name, family, kind, ds in queries:
         points.append(searcher.embed_dataset(ds)[None])
@@ -342,8 +367,8 @@ def run_bench(
         Output directory: the zoo (unless ``config.zoo_dir``), searchers, fine-tune cache and
         report. Running again resumes and reuses everything stored there.
     progress : callable, optional
-        ``progress(stage, done, total, status)``; stages ``zoo``, ``searchers``, ``rank``,
-        ``finetune``, ``report``.
+        ``progress(stage, done, total, status)``; stages ``zoo``, ``records``, ``searchers``,
+        ``rank``, ``finetune``, ``report``.
 
     Returns
     -------
@@ -366,11 +391,15 @@ def run_bench(
     zoo, build = _build_zoo(config, out_dir, progress)
     timings["zoo_build"] = time.perf_counter() - start
     datasets = _check_held_out(config, zoo)
+    test_families = sorted({d.family for d in datasets.values()})
+    tic = time.perf_counter()
+    records = _fill_records(config, zoo, datasets, progress)
+    timings["transfer_records"] = time.perf_counter() - tic
 
     methods = [get_method(m) for m in config.method_names()]
     variants = [v for v in SEARCHER_VARIANTS if v == "main" or any(m.searcher == v for m in methods)]
     tic = time.perf_counter()
-    searchers, fit_seconds = _fit_searchers(config, zoo, out_dir, variants, progress)
+    searchers, fit_seconds = _fit_searchers(config, zoo, out_dir, variants, test_families, progress)
     timings["meta_train"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
@@ -426,8 +455,10 @@ def run_bench(
         "tau_conventions": TAU_CONVENTIONS,
         "zoo": {"path": str(zoo.path), "entries": len(zoo), "tasks": len({e.task for e in zoo.entries()}),
                 "families": sorted({e.task_family for e in zoo.entries()}), "build": build.to_dict()},
-        "searchers": {v: {"fit_seconds": round(fit_seconds[v], 2), "train_tasks": s.train_tasks_,
-                          "val_tasks": s.val_tasks_} for v, s in searchers.items()},
+        "transfer_records": {"records": zoo.transfer_count(), "run": records.to_dict()},
+        "searchers": {v: {"fit_seconds": round(fit_seconds[v], 2), "records": s.records_,
+                          "train_targets": s.result_.train_targets, "val_targets": s.result_.val_targets}
+                      for v, s in searchers.items()},
         "test_datasets": {n: {"family": d.family, "classes": d.num_classes, "images": len(d)} for n, d in datasets.items()},
         "budgets": [{"spec": b, "max_params": limit} for b, limit in zip(config.budgets, limits)],
         "finetunes": {"jobs": len(set(jobs)), "failed": {f"{j.dataset}/{j.model_id}/e{j.epochs}/s{j.seed}"

@@ -21,6 +21,7 @@ def finetune_cmd(
     onnx: Annotated[bool, typer.Option("--onnx", help="Also export the fine-tuned model as model.onnx.")] = False,
     scratch: Annotated[bool, typer.Option("--scratch", help="Also train the same architecture from scratch, same recipe, for comparison.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the new head, data order and augmentation.")] = 0,
+    record: Annotated[bool, typer.Option("--record/--no-record", help="Add the result to the zoo as a transfer record (the searcher learns from them).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Give a zoo model a new head for DATASET's classes and train it; save weights, metadata and curves."""
@@ -56,8 +57,19 @@ def finetune_cmd(
             path = export_onnx(results[0].model, out_dir / "model.onnx", input_size=results[0].working_format.size)
             results[0].paths["onnx"] = str(path)  # the same dict the comparison reports
 
+    record_id = None
+    if record:
+        from tans.zoo.records import TaskRef, task_source
+        from tans.zoo.transfer import record_from_finetune
+
+        store.register_task(TaskRef(data.name, data.fingerprint, data.family, task_source(data), data.num_classes))
+        made = record_from_finetune(results[0], recipe, family=data.family, origin="finetune")
+        store.add_transfer(made)
+        record_id = made.id
+
     if as_json:
         payload = comparison.to_dict() if comparison is not None else results[0].to_dict()
+        payload["transfer_record"] = record_id
         print_json(payload)
         return
 
@@ -82,6 +94,8 @@ def finetune_cmd(
         console.print(f"{name}: {path}")
     if comparison is not None:
         console.print(f"from-scratch model: {Path(comparison.scratch.paths['weights']).parent}")
+    if record_id is not None:
+        console.print(f"added to the zoo as transfer record {record_id} ('tans meta-train' learns from it; --no-record skips)")
 
 
 def _slug(text: str) -> str:

@@ -15,34 +15,28 @@ from tans.paths import default_searcher_path, default_zoo_dir
 def meta_train(
     zoo: Annotated[Path | None, typer.Option("--zoo", help="Zoo directory (default: ~/.cache/tans/zoo).")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Where to write the searcher (default: ~/.cache/tans/searcher).")] = None,
-    epochs: Annotated[int, typer.Option(help="Meta-training epochs (at most).")] = 20,
-    patience: Annotated[int, typer.Option(help="Stop after this many epochs without a better validation score (0: never).")] = 5,
-    steps_per_epoch: Annotated[int, typer.Option(help="Steps per epoch (each samples new query sets).")] = 50,
-    val_fraction: Annotated[float, typer.Option(help="Fraction of the zoo's tasks held out for validation.")] = 0.2,
-    extractor: Annotated[str, typer.Option(help="Feature extractor: tans-default or timm/<name>.")] = "tans-default",
-    set_encoder: Annotated[str, typer.Option(help="Query pooling: attention or mean.")] = "attention",
-    loss: Annotated[str, typer.Option(help="Contrastive loss: infonce or margin.")] = "infonce",
-    no_functional: Annotated[bool, typer.Option("--no-functional", help="Model encoder without functional embeddings.")] = False,
+    epochs: Annotated[int | None, typer.Option(help="Meta-training epochs (at most).")] = None,
+    patience: Annotated[int | None, typer.Option(help="Stop after this many epochs without a better validation tau (0: never).")] = None,
+    val_fraction: Annotated[float | None, typer.Option(help="Fraction of record targets held out (whole families) for validation and stage 2.")] = None,
+    exclude_family: Annotated[list[str] | None, typer.Option("--exclude-family", help="Ignore records of targets of this family (repeatable).")] = None,
+    extractor: Annotated[str | None, typer.Option(help="Feature extractor: tans-default or timm/<name>.")] = None,
+    set_encoder: Annotated[str | None, typer.Option(help="Query pooling: attention or mean.")] = None,
+    functional: Annotated[bool | None, typer.Option("--functional/--no-functional", help="Model encoder reads functional embeddings.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Meta-train the searcher on a zoo; logs recall@k and the predictor's tau on held-out tasks."""
+    """Meta-train the searcher on a zoo's transfer records (run 'tans zoo transfer' first).
+
+    Logs the weighted tau, top-1 regret and predicted-accuracy error on held-out target families.
+    """
     from tans.cli.zoo import open_zoo
     from tans.searcher import Searcher
 
     zoo_obj = open_zoo(zoo or default_zoo_dir())
     out = out or default_searcher_path()
-    searcher = Searcher(
-        extractor=extractor,
-        set_encoder=set_encoder,
-        epochs=epochs,
-        patience=patience,
-        steps_per_epoch=steps_per_epoch,
-        loss=loss,
-        use_functional=not no_functional,
-        val_fraction=val_fraction,
-        seed=seed,
-    )
+    options = {"epochs": epochs, "patience": patience, "val_fraction": val_fraction, "extractor": extractor,
+               "set_encoder": set_encoder, "use_functional": functional}
+    searcher = Searcher(seed=seed, **{k: v for k, v in options.items() if v is not None})  # defaults: Searcher's
     with progress_bar() as bar:
         jobs: dict[str, int] = {}
 
@@ -51,29 +45,31 @@ def meta_train(
                 jobs[stage] = bar.add_task(stage, total=total, status="")
             status = ""
             if log is not None:
-                recall = " ".join(f"r@{k}={_fmt(v)}" for k, v in log.recall.items())
-                status = f"loss={log.loss:.3f} {recall} tau={_fmt(log.tau)}" + (" *" if log.best else "")
+                status = (f"loss={log.loss:.3f} tau={_fmt(log.tau)} regret={_fmt(log.regret, 2)} "
+                          f"mae={_fmt(log.mae)}" + (" *" if log.best else ""))
             bar.update(jobs[stage], completed=done, status=status)
 
-        searcher.fit(zoo_obj, progress=progress)
+        searcher.fit(zoo_obj, exclude_families=exclude_family or (), progress=progress)
     path = searcher.save(out)
     result = searcher.result_
+    combiner = searcher.combiner_.to_dict() if searcher.combiner_ is not None else None
     if as_json:
-        print_json({"searcher": str(path), **result.to_dict()})
+        print_json({"searcher": str(path), "records": searcher.records_, **result.to_dict(), "combiner": combiner})
         return
-    rows = []
-    for log in result.history:
-        row = {"epoch": log.epoch, "lr": log.lr, "loss": log.loss, "tau": _fmt(log.tau), "best": log.best}
-        row.update({f"recall@{k}": _fmt(v) for k, v in log.recall.items()})
-        rows.append(row)
-    ks = [f"recall@{k}" for k in (result.history[0].recall if result.history else {})]
-    print_table(rows, ["epoch", "lr", "loss", *ks, "tau", "best"], title="Meta-training (validation tasks)")
+    rows = [{"epoch": log.epoch, "lr": log.lr, "loss": log.loss, "tau": _fmt(log.tau), "regret": _fmt(log.regret, 2),
+             "mae": _fmt(log.mae), "best": log.best} for log in result.history]
+    print_table(rows, ["epoch", "lr", "loss", "tau", "regret", "mae", "best"], title="Meta-training (validation targets)")
+    records = searcher.records_
     console.print(
-        f"{len(result.train_tasks)} training tasks, {len(result.val_tasks)} validation tasks "
-        f"({', '.join(result.val_tasks) or 'none'}); kept epoch {result.best_epoch}; "
-        f"tau = weightedtau(true acc, predicted, rank=None); searcher written to {path} in {result.seconds:.1f} s."
+        f"Learned from {records['records']} transfer records ({records['models']} models on {records['targets']} targets); "
+        f"{len(result.train_targets)} training and {len(result.val_targets)} validation targets; kept epoch "
+        f"{result.best_epoch}. tau = weightedtau(true acc, predicted, rank=None); regret in points."
     )
+    if combiner is not None:
+        console.print(f"Stage 2 combiner: {combiner['rows']} rows, leave-one-target-out MAE of the accuracy lift "
+                      f"{combiner['cv_mae']:.3f}.")
+    console.print(f"Searcher written to {path} in {result.seconds:.1f} s.")
 
 
-def _fmt(value: float) -> str:
-    return "-" if value != value else f"{value:.3f}"  # NaN -> "-"
+def _fmt(value: float, digits: int = 3) -> str:
+    return "-" if value != value else f"{value:.{digits}f}"  # NaN -> "-"

@@ -11,7 +11,7 @@ from tans._errors import TansError
 from tans.cli._output import console, print_json, print_table
 from tans.paths import default_searcher_path, default_zoo_dir
 
-COLUMNS = ["rank", "id", "arch", "task", "similarity", "predicted_acc", "logme", "params", "flops", "latency_ms"]
+COLUMNS = ["rank", "id", "arch", "task", "predicted_acc", "stage1_acc", "logme", "ncm", "params", "flops", "latency_ms"]
 
 
 def search(
@@ -22,14 +22,19 @@ def search(
     max_flops: Annotated[int | None, typer.Option(help="At most this many FLOPs.")] = None,
     max_latency_ms: Annotated[float | None, typer.Option(help="At most this CPU latency (ms, batch 1).")] = None,
     top_k: Annotated[int, typer.Option(help="Models to return.")] = 5,
-    shortlist: Annotated[int | None, typer.Option(help="Candidates re-ranked (default max(4 * top-k, 20)).")] = None,
-    verify: Annotated[bool, typer.Option("--verify", help="Check the shortlist with LogME on the dataset and re-rank.")] = False,
+    shortlist: Annotated[int | None, typer.Option(help="Candidates ranked by stage 1 (default max(4 * top-k, 64)).")] = None,
+    fast: Annotated[bool, typer.Option("--fast", help="Stage 1 only: no forward pass of any candidate.")] = False,
+    probe_k: Annotated[int | None, typer.Option(help="Stage-1 candidates stage 2 probes (default: the searcher's, 8).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Embed DATASET, retrieve the most similar zoo models within the budget, re-rank by predicted accuracy."""
+    """Rank the zoo models within the budget by their expected accuracy on DATASET after fine-tuning.
+
+    Stage 1 (instant) predicts it from the dataset's and the models' embeddings; stage 2 (unless
+    --fast) runs the top candidates once on a sample of the dataset and fuses LogME and
+    nearest-class-mean accuracy of their features with stage 1.
+    """
     from tans.cli.zoo import open_zoo
     from tans.data import load_dataset
-    from tans.index import Constraints
     from tans.searcher import Searcher
     from tans.searcher.artifact import is_artifact
 
@@ -41,17 +46,19 @@ def search(
             "or run 'tans demo'."
         )
     model = Searcher.load(path)
-    constraints = Constraints(max_params=max_params, max_flops=max_flops, max_latency_ms=max_latency_ms)
     result = model.search(
-        load_dataset(dataset), zoo=zoo_obj, constraints=constraints, top_k=top_k, shortlist=shortlist, verify=verify
+        load_dataset(dataset), zoo=zoo_obj, max_params=max_params, max_flops=max_flops, max_latency_ms=max_latency_ms,
+        top_k=top_k, shortlist=shortlist, fast=fast, probe_k=probe_k,
     )
     if as_json:
         print_json(result.to_dict())
         return
-    columns = [c for c in COLUMNS if verify or c != "logme"]
+    columns = [c for c in COLUMNS if result.probed or c not in ("stage1_acc", "logme", "ncm")]
     print_table([vars(r) for r in result.rows], columns, title=f"Best zoo models for {result.dataset}")
     console.print(
         f"{result.candidates} of {result.zoo_size} models within budget ({result.constraints}); "
-        f"{result.shortlist} shortlisted from {result.query_images} query images; "
-        f"search took {result.seconds['total'] * 1000:.0f} ms."
+        f"{result.shortlist} ranked by stage 1 from {result.query_images} query images"
+        + (f", top {result.probed} probed by stage 2" if result.probed else " (stage 1 only)")
+        + f"; search took {result.seconds['total'] * 1000:.0f} ms. predicted_acc: expected test accuracy after "
+        "the records' fine-tuning recipe."
     )

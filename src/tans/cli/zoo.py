@@ -20,6 +20,7 @@ ZooOption = Annotated[Path | None, typer.Option("--zoo", help="Zoo directory (de
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 LIST_COLUMNS = ["id", "arch", "task", "val_acc", "chance_acc", "params", "flops", "latency_ms", "flagged"]
+TRANSFER_COLUMNS = ["target", "family", "epochs", "test_acc", "seconds", "origin"]
 
 
 def open_zoo(path: Path | None):
@@ -95,6 +96,55 @@ def build_cmd(
         raise typer.Exit(1)
 
 
+@app.command("transfer")
+def transfer_cmd(
+    config: Annotated[Path | None, typer.Option(help="JSON transfer config (see benchmarks/zoo/bench-transfer.json).")] = None,
+    targets: Annotated[list[str] | None, typer.Option("--targets", help="Target task name or dataset path (repeatable; default: the zoo families' other catalogue tasks).")] = None,
+    models: Annotated[int | None, typer.Option(help="Fine-tune at most this many zoo models, spread over architectures and sources.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Fine-tuning epochs per record (default 1).")] = None,
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Task or family that is never a target (repeatable), e.g. your test sets.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Local worker processes (default: every core).")] = None,
+    ray: Annotated[str | None, typer.Option("--ray", help="Run on Ray: 'auto', an address, or 'local'.")] = None,
+    zoo: ZooOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Fine-tune zoo models on other tasks and record how well each transferred; a rerun resumes.
+
+    The searcher learns from these records ('tans meta-train'). Each (model, target, seed) is one
+    short fine-tune with the benchmark's recipe; a killed run loses at most the fine-tunes in flight.
+    """
+    from tans.zoo.transfer import TransferConfig, run_transfers
+
+    cfg = TransferConfig.from_file(config) if config else TransferConfig()
+    overrides = {"targets": tuple(targets) if targets else None, "models": models, "epochs": epochs,
+                 "exclude": tuple(cfg.exclude) + tuple(exclude) if exclude else None}
+    cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    store = open_zoo(zoo)
+    with progress_bar() as bar:
+        job = bar.add_task("transfer records", total=None, status="planning")
+
+        def on_plan(todo: int, skipped: int) -> None:
+            bar.update(job, total=todo, status=f"{skipped} already recorded" if skipped else "")
+
+        def on_unit(report, unit, failure) -> None:
+            bar.update(job, advance=1, status=f"{unit.target} ({'failed' if failure else 'ok'})")
+
+        report = run_transfers(store, cfg, workers=workers, ray_address=ray, progress=on_unit, on_plan=on_plan)
+    if as_json:
+        print_json({"zoo": str(store.path), "records": store.transfer_count(), **report.to_dict()})
+    else:
+        console.print(
+            f"recorded {len(report.added)} fine-tunes ({report.models} models x {report.targets} targets), skipped "
+            f"{report.skipped} already recorded, failed {len(report.failed)} in {report.seconds:.0f} s with "
+            f"{report.workers} {report.executor} worker(s); the zoo holds {store.transfer_count()} records. "
+            f"Next: tans meta-train --zoo {store.path}"
+        )
+        for reason in report.failed.values():
+            console.print(f"[red]failed[/] {reason}")
+    if report.failed:
+        raise typer.Exit(1)
+
+
 @app.command("list")
 def list_cmd(
     zoo: ZooOption = None,
@@ -105,8 +155,9 @@ def list_cmd(
     max_latency_ms: Annotated[float | None, typer.Option(help="At most this CPU latency (ms, batch 1).")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List the zoo's entries (every field with --json)."""
-    entries = open_zoo(zoo).entries(
+    """List the zoo's entries (every field with --json), and count their transfer records."""
+    store = open_zoo(zoo)
+    entries = store.entries(
         task=task, family=family, max_params=max_params, max_flops=max_flops, max_latency_ms=max_latency_ms
     )
     rows = [_row(e) for e in entries]
@@ -115,17 +166,31 @@ def list_cmd(
         return
     print_table(rows, LIST_COLUMNS)
     console.print(f"{len(rows)} entries")
+    listed = {e.id for e in entries}
+    records = [r for r in store.transfers() if r.model_id in listed]
+    console.print(f"{len(records)} transfer records on {len({r.target_fingerprint for r in records})} targets")
 
 
 @app.command("show")
 def show_cmd(entry_id: Annotated[str, typer.Argument(help="Entry id (see 'tans zoo list').")],
              zoo: ZooOption = None, as_json: JsonOption = False) -> None:
-    """Every field of one entry."""
-    row = _row(open_zoo(zoo).get(entry_id))
+    """Every field of one entry, and its transfer records (fine-tunes on target tasks)."""
+    store = open_zoo(zoo)
+    row = _row(store.get(entry_id))
+    records = store.transfers(model_id=entry_id)
     if as_json:
-        print_json(row)
+        print_json({**row, "transfers": [r.to_dict() for r in records]})
         return
     print_table([{"field": k, "value": v} for k, v in row.items()], ["field", "value"], title=entry_id)
+    if records:
+        rows = [
+            {"target": r.target, "family": r.target_family, "epochs": r.epochs, "test_acc": r.test_acc,
+             "seconds": round(r.seconds, 1), "origin": r.origin}
+            for r in records
+        ]  # fmt: skip
+        print_table(rows, TRANSFER_COLUMNS, title=f"{len(records)} transfer records")
+    else:
+        console.print("no transfer records")
 
 
 @app.command("verify")
@@ -164,9 +229,12 @@ def import_cmd(
 
     report = import_zoo(Zoo.create(zoo or default_zoo_dir()), archive)
     if as_json:
-        print_json({"added": report.added, "skipped": report.skipped})
+        print_json(report.to_dict())
     else:
-        console.print(f"added {len(report.added)} entries, skipped {len(report.skipped)} already present")
+        console.print(
+            f"added {len(report.added)} entries, skipped {len(report.skipped)} already present, "
+            f"added {report.records_added} transfer records"
+        )
 
 
 @app.command("add-timm")

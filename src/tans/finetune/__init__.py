@@ -7,7 +7,6 @@ from tans.finetune.finetune import (
     finetune,
     finetune_and_scratch,
     finetune_recipe,
-    load_zoo_model,
 )
 from tans.finetune.plots import plot_curves
 
@@ -17,7 +16,6 @@ __all__ = [
     "finetune_recipe",
     "FinetuneResult",
     "Comparison",
-    "load_zoo_model",
     "save_finetuned",
     "load_finetuned",
     "FinetunedModel",

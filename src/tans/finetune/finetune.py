@@ -32,7 +32,6 @@ __all__ = [
     "finetune",
     "finetune_and_scratch",
     "finetune_recipe",
-    "load_zoo_model",
     "head_parameter_names",
     "open_zoo",
     "DEFAULT_EPOCHS",
@@ -242,56 +241,6 @@ def head_parameter_names(model: nn.Module) -> set[str]:
     return {name for name, t in named.items() if id(t) in ids}
 
 
-def load_zoo_model(
-    zoo: Zoo, model_id: str, *, num_classes: int | None = None, pretrained: bool = True, seed: int = 0
-) -> nn.Module:
-    """Build a zoo entry's architecture, load its weights, and optionally give it a new head.
-
-    Parameters
-    ----------
-    zoo : Zoo
-        The zoo holding the entry.
-    model_id : str
-        Entry id (unknown ids raise with close ids suggested).
-    num_classes : int or None
-        New classifier width; ``None`` keeps the entry's own classifier.
-    pretrained : bool
-        Load the entry's weights (sha256-verified); ``False`` keeps the random initialisation.
-    seed : int
-        Seeds the random initialisation and the new classifier.
-
-    Returns
-    -------
-    nn.Module
-        On the CPU, in train mode.
-
-    Raises
-    ------
-    TansError
-        For an unknown id (close ids suggested), or weights that are missing, modified, or do not
-        fit the architecture.
-    """
-    from tans.space.registry import create_model
-
-    entry = zoo.get(model_id)
-    torch.manual_seed(seed)
-    model = create_model(entry.arch, num_classes=entry.num_classes)
-    if pretrained:
-        state = zoo.load_state_dict(model_id)
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
-            raise TansError(
-                f"the weights of zoo entry {model_id} do not fit its architecture {entry.arch} ({first}); "
-                "run 'tans zoo verify' and rebuild the entry."
-            ) from None
-    if num_classes is not None:
-        torch.manual_seed(seed)  # the same new head whether the body is pretrained or not
-        model.reset_classifier(num_classes)
-    return model
-
-
 def _arch_name(model: nn.Module) -> str:
     """The name :func:`~tans.space.registry.create_model` rebuilds ``model`` from, as far as known."""
     if getattr(model, "arch_name", None):
@@ -382,7 +331,7 @@ def finetune(
         zoo = open_zoo(zoo)
         entry = zoo.get(model_id)
         working_format = working_format or zoo.working_format
-        net = load_zoo_model(zoo, model_id, num_classes=num_classes, pretrained=not from_scratch, seed=seed)
+        net = zoo.load_model(model_id, num_classes=num_classes, pretrained=not from_scratch, seed=seed)
         arch, source_task = entry.arch, entry.task
     elif isinstance(model, str):
         from tans.space.registry import create_model

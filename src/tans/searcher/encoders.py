@@ -7,10 +7,13 @@ dataset and the networks that do well on it.
   (attention pooling or mean pooling, :func:`tans.searcher.make_set_encoder`) -> unit vector. The
   set encoder makes it invariant to the order of the images.
 - :class:`ModelEncoder`: the entry's architecture encoding (one-hot per choice, inactive blocks
-  masked, :meth:`tans.space.Arch.encode`; zeros plus a flag for timm models) joined with its
-  functional embedding (the 16 probe images' 128-d penultimate activations, each L2-normalised)
-  -> MLP -> unit vector. It reads only an entry's metadata, so entries added to the zoo after
-  meta-training are embedded with no retraining.
+  masked, :meth:`tans.space.Arch.encode`; zeros plus a flag for timm models), its cost (log
+  parameters and FLOPs), how well it learned its source task, the *source task's* query embedding
+  (the same query encoder applied to the source data) and, optionally, its functional embedding
+  -> MLP -> unit vector. It reads only an entry's metadata and its source data, so entries added
+  to the zoo after meta-training, even on new source tasks, are embedded with no retraining.
+- :class:`SearcherNet` also holds the performance predictor: ``predicted_acc = chance + (1 -
+  chance) * sigmoid(f(q, m))``, the expected test accuracy after the records' fine-tuning recipe.
 """
 
 from __future__ import annotations
@@ -29,10 +32,13 @@ from tans.space.arch import encoding_size
 from tans.space.functional import EMBEDDING_SIZE, PROBE_DIM, PROBE_IMAGES
 from tans.zoo.entry import ZooEntry
 
-__all__ = ["QueryEncoder", "ModelEncoder", "SearcherNet", "ARCH_FEATURES", "model_inputs"]
+__all__ = ["QueryEncoder", "ModelEncoder", "SearcherNet", "ARCH_FEATURES", "STATIC_FEATURES", "model_inputs"]
 
 #: Architecture features: the space's one-hot encoding plus one "not of the space" flag.
 ARCH_FEATURES = encoding_size() + 1
+#: Static model features: architecture, cost (log10 params and FLOPs, centred) and source quality
+#: (validation accuracy and its fraction of the way from chance to perfect).
+STATIC_FEATURES = ARCH_FEATURES + 4
 
 
 class QueryEncoder(nn.Module):
@@ -80,7 +86,7 @@ def _arch_features(arch: str) -> np.ndarray:
 
 
 def model_inputs(entries: Sequence[ZooEntry]) -> tuple[np.ndarray, np.ndarray]:
-    """The model encoder's inputs for zoo entries.
+    """The model encoder's inputs for zoo entries (all but the source embedding).
 
     Parameters
     ----------
@@ -89,8 +95,10 @@ def model_inputs(entries: Sequence[ZooEntry]) -> tuple[np.ndarray, np.ndarray]:
 
     Returns
     -------
-    arch : np.ndarray
-        ``(n, ARCH_FEATURES)`` float32 architecture encodings (last column: not of the space).
+    static : np.ndarray
+        ``(n, STATIC_FEATURES)`` float32: architecture encoding (last column: not of the space),
+        then ``log10(params) - 5``, ``log10(flops) - 7``, source ``val_acc`` and
+        ``(val_acc - chance) / (1 - chance)``.
     functional : np.ndarray
         ``(n, EMBEDDING_SIZE)`` float32 functional embeddings, each probe image's 128 activations
         L2-normalised (so networks of different scale compare).
@@ -100,7 +108,7 @@ def model_inputs(entries: Sequence[ZooEntry]) -> tuple[np.ndarray, np.ndarray]:
     TansError
         If an entry's functional embedding does not have ``EMBEDDING_SIZE`` values.
     """
-    arch = np.zeros((len(entries), ARCH_FEATURES), dtype=np.float32)
+    static = np.zeros((len(entries), STATIC_FEATURES), dtype=np.float32)
     functional = np.zeros((len(entries), EMBEDDING_SIZE), dtype=np.float32)
     for i, entry in enumerate(entries):
         if entry.embedding.shape != (EMBEDDING_SIZE,):
@@ -108,45 +116,71 @@ def model_inputs(entries: Sequence[ZooEntry]) -> tuple[np.ndarray, np.ndarray]:
                 f"entry {entry.id}: expected a functional embedding of {EMBEDDING_SIZE} values (16 probe images x "
                 f"128), got {entry.embedding.shape[0]}; recompute it with tans.space.functional_embedding."
             )
-        arch[i] = _arch_features(entry.arch)
+        static[i, :ARCH_FEATURES] = _arch_features(entry.arch)
+        lift = (entry.val_acc - entry.chance_acc) / max(1.0 - entry.chance_acc, 1e-6)
+        static[i, ARCH_FEATURES:] = (
+            np.log10(max(entry.params, 1)) - 5.0,
+            np.log10(max(entry.flops, 1)) - 7.0,
+            entry.val_acc,
+            lift,
+        )
         per_image = entry.embedding.reshape(PROBE_IMAGES, PROBE_DIM)
         norms = np.linalg.norm(per_image, axis=1, keepdims=True)
         functional[i] = (per_image / np.maximum(norms, 1e-8)).reshape(-1)
-    return arch, functional
+    return static, functional
 
 
 class ModelEncoder(nn.Module):
-    """Architecture encoding (+ functional embedding) -> MLP -> unit vector.
+    """Static features (+ source embedding, + functional embedding) -> MLP -> unit vector.
 
     Parameters
     ----------
     embed_dim : int
-        Output width.
+        Output width (also the width of the source embedding it reads).
     use_functional : bool
-        Join the functional embedding (off: architecture only, for the ablation).
+        Join the functional embedding.
+    use_source : bool
+        Join the source task's query embedding.
     hidden_dim : int
         Width of the MLP.
+    dropout : float
+        Dropout after each hidden layer (the records are few: regularise).
     """
 
-    def __init__(self, embed_dim: int = 128, *, use_functional: bool = True, hidden_dim: int = 256) -> None:
+    def __init__(
+        self,
+        embed_dim: int = 128,
+        *,
+        use_functional: bool = False,
+        use_source: bool = True,
+        hidden_dim: int = 128,
+        dropout: float = 0.1,
+    ) -> None:
         super().__init__()
         self.use_functional = use_functional
-        self.arch_map = nn.Sequential(nn.Linear(ARCH_FEATURES, hidden_dim), nn.GELU())
-        # the 2048-d functional embedding is reduced first so it does not swamp the 139 arch bits
-        self.functional_map = (
-            nn.Sequential(nn.Linear(EMBEDDING_SIZE, hidden_dim), nn.GELU()) if use_functional else None
-        )
-        width = hidden_dim * (2 if use_functional else 1)
-        self.mlp = nn.Sequential(nn.Linear(width, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, embed_dim))
+        self.use_source = use_source
+        self.static_map = nn.Sequential(nn.Linear(STATIC_FEATURES, hidden_dim), nn.GELU())
+        # the 2048-d functional embedding is reduced first so it does not swamp the static bits
+        self.functional_map = nn.Sequential(nn.Linear(EMBEDDING_SIZE, hidden_dim), nn.GELU()) if use_functional else None
+        self.source_map = nn.Sequential(nn.Linear(embed_dim, hidden_dim), nn.GELU()) if use_source else None
+        width = hidden_dim * (1 + use_functional + use_source)
+        self.mlp = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, hidden_dim), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden_dim, embed_dim))
 
-    def forward(self, arch: torch.Tensor, functional: torch.Tensor | None = None) -> torch.Tensor:
-        """``(n, ARCH_FEATURES)`` and ``(n, EMBEDDING_SIZE)`` inputs (:func:`model_inputs`) -> ``(n, embed_dim)``."""
-        h = self.arch_map(arch)
+    def forward(
+        self, static: torch.Tensor, functional: torch.Tensor | None = None, source: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``(n, STATIC_FEATURES)``, ``(n, EMBEDDING_SIZE)`` and ``(n, embed_dim)`` inputs -> ``(n, embed_dim)``."""
+        parts = [self.static_map(static)]
         if self.functional_map is not None:
             if functional is None:
                 raise TansError("This model encoder uses functional embeddings; pass them too.")
-            h = torch.cat([h, self.functional_map(functional)], dim=-1)
-        return F.normalize(self.mlp(h), dim=-1)
+            parts.append(self.functional_map(functional))
+        if self.source_map is not None:
+            if source is None:
+                raise TansError("This model encoder uses source-task embeddings; pass them too.")
+            parts.append(self.source_map(source))
+        return F.normalize(self.mlp(torch.cat(parts, dim=-1)), dim=-1)
 
 
 class SearcherNet(nn.Module):
@@ -160,20 +194,48 @@ class SearcherNet(nn.Module):
         Width of the shared latent space.
     set_encoder : str
         ``"attention"`` or ``"mean"``.
-    use_functional : bool
-        Whether the model encoder reads functional embeddings.
+    use_functional, use_source : bool
+        Which optional inputs the model encoder reads.
+    hidden_dim : int
+        Width of the model encoder and predictor.
+    dropout : float
+        Dropout of the model encoder and predictor.
     """
 
     def __init__(
-        self, feature_dim: int, embed_dim: int = 128, *, set_encoder: str = "attention", use_functional: bool = True
+        self,
+        feature_dim: int,
+        embed_dim: int = 128,
+        *,
+        set_encoder: str = "attention",
+        use_functional: bool = False,
+        use_source: bool = True,
+        hidden_dim: int = 128,
+        dropout: float = 0.1,
     ) -> None:
         super().__init__()
         from tans.searcher.predictor import PerformancePredictor
 
         self.query = QueryEncoder(feature_dim, embed_dim, set_encoder=set_encoder)
-        self.model = ModelEncoder(embed_dim, use_functional=use_functional)
-        self.predictor = PerformancePredictor(embed_dim)
+        self.model = ModelEncoder(
+            embed_dim, use_functional=use_functional, use_source=use_source, hidden_dim=hidden_dim, dropout=dropout
+        )
+        self.predictor = PerformancePredictor(embed_dim, hidden_dim=hidden_dim, dropout=dropout)
 
-    def encode_models(self, arch: torch.Tensor, functional: torch.Tensor) -> torch.Tensor:
+    def encode_models(
+        self, static: torch.Tensor, functional: torch.Tensor, source: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``(n, embed_dim)`` unit embeddings of models (inputs from :func:`model_inputs`)."""
-        return self.model(arch, functional if self.model.use_functional else None)
+        return self.model(
+            static,
+            functional if self.model.use_functional else None,
+            source if self.model.use_source else None,
+        )
+
+    def predict(self, q: torch.Tensor, m: torch.Tensor, chance: torch.Tensor) -> torch.Tensor:
+        """``(D, M)`` expected test accuracy of every model ``m`` (M, e) on every dataset ``q`` (D, e).
+
+        ``chance`` (D,) is each dataset's chance level: the prediction lies between it and 1.
+        """
+        lift = torch.sigmoid(self.predictor.forward_logits(q[:, None, :], m[None, :, :]))
+        return chance[:, None] + (1.0 - chance[:, None]) * lift

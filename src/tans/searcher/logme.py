@@ -16,19 +16,32 @@ authors' reference code, one SVD of ``F`` makes every iteration O(min(n, d)): wi
 and ``x = U^T y`` all the quantities above are sums over the singular values. The score is the
 maximised evidence divided by ``n``, averaged over classes (higher is better).
 
-Unlike the reference fixed-point code, ``log|A|`` counts the ``d - rank`` zero eigenvalues of
-``F^T F`` (each contributes ``log alpha``) when ``d > n``, so the value is the exact evidence.
+Two variants, chosen by ``logme_score(..., variant=)``:
+
+- ``"exact"`` (default): ``log|A|`` counts the ``d - r`` zero eigenvalues of ``F^T F`` (each
+  contributes ``log alpha``) when ``d > n``, so the value is the exact maximised evidence (the
+  ICML paper's ``each_evidence``, which decomposes the ``d x d`` matrix ``F^T F``, computes the same).
+- ``"reference"``: what ``LogME.fit`` of the authors' published code (thuml/LogME, ``LogME.py``,
+  ``_fit = _fit_fixed_point``) returns. Its ``log|A|`` sums over the ``min(n, d)`` singular values
+  only (for ``n > d``, those above ``1e-10``), so when ``d > n`` it omits ``(d - n) log(alpha) / 2``
+  and is larger than the exact evidence. It also stops after 11 iterations at a relative tolerance of
+  ``1e-3`` and scores with the ``||m||^2`` and ``||F m - y||^2`` of the previous ``(alpha, beta)``
+  (second-order differences). For ``n > d`` and full-rank features both variants agree to about
+  ``1e-5``; use ``"reference"`` to compare with numbers published with that code.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from tans._errors import TansError
+from tans._errors import TansError, did_you_mean
 
-__all__ = ["logme_score", "log_evidence"]
+__all__ = ["LOGME_VARIANTS", "logme_score", "log_evidence"]
 
+LOGME_VARIANTS = ("exact", "reference")
 _EPS = 1e-5  # as in the reference code: keeps alpha and beta finite on degenerate targets
+_DEFAULTS = {"exact": (100, 1e-6), "reference": (11, 1e-3)}  # (max_iter, tol) per variant
+_RANK_TOL = 1e-10  # the reference code drops singular values below this when n > d
 
 
 def log_evidence(
@@ -89,8 +102,40 @@ def _maximise(sigma: np.ndarray, x: np.ndarray, y2: float, n: int, d: int, *, ma
     return evidence, alpha, beta
 
 
+def _maximise_reference(sigma: np.ndarray, x: np.ndarray, y2: float, n: int, d: int, *, max_iter: int, tol: float):
+    # The loop of the reference `_fit_fixed_point`: the evidence uses the new (alpha, beta) with the
+    # previous iteration's m2 and res2, and log|A| runs over the kept singular values only.
+    x2 = x**2
+    res_y2 = y2 - float(x2.sum())
+    alpha, beta = 1.0, 1.0
+    for _ in range(max_iter):
+        t = alpha / beta
+        gamma = float((sigma / (sigma + t)).sum())
+        m2 = float((sigma * x2 / (sigma + t) ** 2).sum())
+        res2 = float((x2 * (t / (sigma + t)) ** 2).sum() + res_y2)
+        alpha = gamma / (m2 + _EPS)
+        beta = (n - gamma) / (res2 + _EPS)
+        if abs(alpha / beta - t) / t <= tol:
+            break
+    evidence = (
+        d / 2.0 * np.log(alpha)
+        + n / 2.0 * np.log(beta)
+        - 0.5 * float(np.log(alpha + beta * sigma).sum())
+        - beta / 2.0 * res2
+        - alpha / 2.0 * m2
+        - n / 2.0 * np.log(2 * np.pi)
+    )
+    return float(evidence), alpha, beta
+
+
 def logme_score(
-    features: np.ndarray, labels: np.ndarray, *, max_iter: int = 100, tol: float = 1e-6, return_details: bool = False
+    features: np.ndarray,
+    labels: np.ndarray,
+    *,
+    variant: str = "exact",
+    max_iter: int | None = None,
+    tol: float | None = None,
+    return_details: bool = False,
 ):
     """LogME of ``features`` for the classification task given by ``labels``.
 
@@ -100,10 +145,14 @@ def logme_score(
         ``(n, d)`` features of the target images from one candidate model.
     labels : np.ndarray
         ``(n,)`` integer class labels (any integer values; at least 2 classes).
-    max_iter : int
-        Fixed-point iterations per class (it usually converges in 2-5).
-    tol : float
-        Stop when ``alpha / beta`` changes by less than this fraction.
+    variant : {"exact", "reference"}
+        The exact evidence, or the value of the authors' reference code (see the module docstring).
+    max_iter : int, optional
+        Fixed-point iterations per class (it usually converges in 2-5); default 100 for
+        ``"exact"``, 11 (the reference code's) for ``"reference"``.
+    tol : float, optional
+        Stop when ``alpha / beta`` changes by less than this fraction; default ``1e-6`` for
+        ``"exact"``, ``1e-3`` for ``"reference"``.
     return_details : bool
         Also return the per-class ``(evidence / n, alpha, beta)``.
 
@@ -116,8 +165,16 @@ def logme_score(
     Raises
     ------
     TansError
-        On mismatched shapes, non-finite features, non-integer labels or fewer than 2 classes.
+        On an unknown variant, mismatched shapes, non-finite features, non-integer labels or fewer
+        than 2 classes.
     """
+    if variant not in _DEFAULTS:
+        raise TansError(
+            f"Unknown LogME variant {variant!r}; expected one of {', '.join(LOGME_VARIANTS)}."
+            f"{did_you_mean(str(variant), LOGME_VARIANTS)}"
+        )
+    max_iter = _DEFAULTS[variant][0] if max_iter is None else max_iter
+    tol = _DEFAULTS[variant][1] if tol is None else tol
     f = np.asarray(features)
     y = np.asarray(labels)
     if f.ndim != 2:
@@ -136,12 +193,18 @@ def logme_score(
         raise TansError(f"LogME needs at least 2 classes, got {classes.size}.")
     n, d = f.shape
 
-    u, s, _ = np.linalg.svd(f, full_matrices=False)  # u (n, r), s (r,)
+    u, s, _ = np.linalg.svd(f, full_matrices=False)  # u (n, r), s (r,), r = min(n, d)
+    maximise = _maximise
+    if variant == "reference":
+        maximise = _maximise_reference
+        if n > d:  # the reference's truncated SVD keeps the rank's singular values only
+            keep = s > _RANK_TOL
+            u, s = u[:, keep], s[keep]
     sigma = s**2
     details = []
     for c in classes:
         target = (y == c).astype(np.float64)
-        evidence, alpha, beta = _maximise(sigma, u.T @ target, float(target @ target), n, d, max_iter=max_iter, tol=tol)
+        evidence, alpha, beta = maximise(sigma, u.T @ target, float(target @ target), n, d, max_iter=max_iter, tol=tol)
         details.append((evidence / n, alpha, beta))
     score = float(np.mean([e for e, _, _ in details]))
     return (score, details) if return_details else score

@@ -1,27 +1,28 @@
-"""Meta-training of the searcher's encoders and predictor, with held-out validation tasks.
+"""Meta-training of the searcher on transfer records, with validation on held-out target families.
 
-Inputs are already features: every task arrives as a pool of frozen image features (a
-class-balanced sample, extracted once), every zoo entry as its model-encoder inputs. A step draws
-a batch of training tasks, a fresh class-balanced query set from each pool, and every zoo entry
-trained on those tasks; the loss is :class:`tans.searcher.MetaContrastiveLoss` with each task's
-``positives`` best models (by validation accuracy, not random ones) as positives and the predictor
-regressed on (and ranked by) the accuracies of the models trained on the task. The learning rate
-follows a cosine over epochs, constant within an epoch (the published code stepped an
-epoch-length cosine per batch).
+Inputs are already features: every task (each record target, and each zoo entry's source task)
+arrives as a pool of frozen image features (a class-balanced sample, extracted once); every zoo
+entry as its static model-encoder inputs and the index of its source task. A step draws a batch
+of training targets and a fresh class-balanced query set from each target's pool and from every
+source pool; the source query embeddings feed the model encoder (so a model's embedding knows
+what it was trained on), and the loss over each target's recorded models is
 
-After each epoch the validation tasks are scored:
+- a multi-positive InfoNCE on cosine similarity, whose positives are the models that transferred
+  best *to that target* (``positives`` of them, by recorded test accuracy), and
+- the predictor's loss: MSE on the recorded accuracy plus a ListNet term on the target's ranking
+  (:func:`tans.searcher.losses.predictor_loss`).
 
-- ``recall@k``: the fraction of validation tasks whose best model (highest ``val_acc`` among the
-  models trained on it) is among the ``k`` zoo models most similar to the task's query embedding;
-  retrieval is among *all* zoo entries;
-- ``tau``: the predictor's weighted Kendall tau over each validation task's own models, in the
-  "true order" convention ``scipy.stats.weightedtau(true_acc, predicted, rank=None)`` (hyperbolic
-  weights by the rank of the true accuracy), averaged over tasks with at least two models of
-  different accuracy.
+After each epoch the validation targets are scored as a new dataset would be: each target's
+candidates are the recorded models whose *source family differs* from the target's (a dataset of
+an unseen family has no model of its own family in the zoo), ranked by predicted accuracy:
 
-The checkpoint with the best validation score, the mean of the logged recall@k values plus tau, is
-kept (with a handful of validation tasks recall@10 alone moves in steps of 1/tasks and picks an
-epoch by luck), and training stops after ``patience`` epochs without a better score.
+- ``tau``: weighted Kendall tau, ``scipy.stats.weightedtau(true_acc, predicted, rank=None)``
+  (hyperbolic weights by the rank of the true accuracy), mean over targets;
+- ``regret``: best recorded accuracy minus the top-ranked model's, in points, mean over targets;
+- ``mae``: mean absolute error of ``predicted_acc``.
+
+The checkpoint with the best validation tau is kept; training stops after ``patience`` epochs
+without a better one. The learning rate follows a cosine over epochs, constant within an epoch.
 """
 
 from __future__ import annotations
@@ -34,14 +35,26 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy.stats import weightedtau
 
 from tans._errors import TansError
 from tans.data.sampling import balanced_indices
 from tans.searcher.encoders import SearcherNet
-from tans.searcher.losses import MetaContrastiveLoss, positives_from_accuracy
+from tans.searcher.experience import TransferTable
+from tans.searcher.losses import positives_from_accuracy, predictor_loss
 
-__all__ = ["MetaTrainConfig", "MetaTask", "EpochLog", "MetaTrainResult", "meta_train", "split_tasks", "evaluate_tasks"]
+__all__ = [
+    "MetaTrainConfig",
+    "MetaPool",
+    "EpochLog",
+    "MetaTrainResult",
+    "MetaInputs",
+    "meta_train",
+    "split_by_family",
+    "evaluate_targets",
+    "ranking_metrics",
+]
 
 
 @dataclass(frozen=True)
@@ -52,63 +65,58 @@ class MetaTrainConfig:
     ----------
     epochs, steps_per_epoch : int
         Length of training; every step samples new query sets.
-    batch_tasks : int
-        Tasks per step (their models come along as the candidates).
+    batch_targets : int
+        Record targets per step.
     lr, weight_decay, min_lr_ratio : float
         AdamW peak learning rate, weight decay, and the cosine's floor as a fraction of ``lr``.
     per_class : int
         Query images per class in each sampled set.
     positives : int
-        Each task's top models by validation accuracy used as positives.
-    loss : str
-        ``"infonce"`` (symmetric multi-positive InfoNCE) or ``"margin"`` (the paper's hinge).
-    temperature, margin : float
-        Of the two contrastive losses.
-    predictor_weight : float
-        Weight of the predictor loss.
-    use_predictor : bool
-        Train the predictor (off: contrastive only).
-    recall_ks : tuple of int
-        ``k`` of the logged recall@k.
+        Each target's best recorded models used as contrastive positives.
+    temperature : float
+        InfoNCE temperature.
+    contrastive_weight, predictor_weight : float
+        Weights of the two loss terms.
+    rank_scale : float
+        ListNet scale: an accuracy gap of ``1 / rank_scale`` counts as one logit.
     patience : int
-        Stop after this many epochs without a better validation score (0: never stop early).
+        Stop after this many epochs without a better validation tau (0: never stop early).
     seed : int
-        Seeds the task batches and query sets.
+        Seeds the batches and query sets.
     """
 
     # length
-    epochs: int = 20
-    steps_per_epoch: int = 50
-    batch_tasks: int = 16
-    # optimisation (with a few dozen tasks the encoders overfit within epochs: decay, stop early)
+    epochs: int = 30
+    steps_per_epoch: int = 40
+    batch_targets: int = 16
+    # optimisation (a few thousand records: decay and stop early)
     lr: float = 1e-3
-    weight_decay: float = 1e-2
+    weight_decay: float = 0.05
     min_lr_ratio: float = 0.02
     # data
     per_class: int = 20
     positives: int = 3
     # loss
-    loss: str = "infonce"
     temperature: float = 0.1
-    margin: float = 0.2
+    contrastive_weight: float = 1.0
     predictor_weight: float = 1.0
-    use_predictor: bool = True
+    rank_scale: float = 20.0
     # validation
-    recall_ks: tuple[int, ...] = (1, 5, 10)
-    patience: int = 5
+    patience: int = 6
     seed: int = 0
 
     def __post_init__(self) -> None:
         checks = [
             ("epochs", self.epochs >= 1, "at least 1"),
             ("steps_per_epoch", self.steps_per_epoch >= 1, "at least 1"),
-            ("batch_tasks", self.batch_tasks >= 1, "at least 1"),
+            ("batch_targets", self.batch_targets >= 1, "at least 1"),
             ("lr", self.lr > 0, "positive"),
             ("per_class", self.per_class >= 1, "at least 1"),
             ("positives", self.positives >= 1, "at least 1"),
+            ("temperature", self.temperature > 0, "positive"),
+            ("contrastive_weight", self.contrastive_weight >= 0, "0 or more"),
+            ("predictor_weight", self.predictor_weight >= 0, "0 or more"),
             ("patience", self.patience >= 0, "0 or more"),
-            ("recall_ks", len(self.recall_ks) >= 1 and min(self.recall_ks) >= 1, "positive k values"),
-            ("loss", self.loss in ("infonce", "margin"), "'infonce' or 'margin'"),
         ]
         for name, ok, expected in checks:
             if not ok:
@@ -121,33 +129,44 @@ class MetaTrainConfig:
 
 
 @dataclass
-class MetaTask:
-    """One task as meta-training sees it.
-
-    Attributes
-    ----------
-    name : str
-        Task name (``ZooEntry.task``).
-    features : torch.Tensor
-        ``(pool, feature_dim)`` frozen features of a class-balanced pool of its training images.
-    labels : np.ndarray
-        ``(pool,)`` their class labels.
-    models : np.ndarray
-        ``(m,)`` int64 positions (in the zoo entry list) of the models trained on this task.
-    accuracy : np.ndarray
-        ``(m,)`` their validation accuracies.
-    """
+class MetaPool:
+    """One task's frozen features: ``features`` (pool, feature_dim) and ``labels`` (pool,)."""
 
     name: str
     features: torch.Tensor
     labels: np.ndarray
-    models: np.ndarray
-    accuracy: np.ndarray
+
+
+@dataclass
+class MetaInputs:
+    """Everything meta-training reads, already featurised.
+
+    Attributes
+    ----------
+    table : TransferTable
+        Records: ``(T, M)`` accuracy of zoo models on targets.
+    targets : list of MetaPool
+        One pool per table row.
+    sources : list of MetaPool
+        One pool per source task of the zoo.
+    source_of : np.ndarray
+        ``(M,)`` index into ``sources`` of each entry's source task.
+    static, functional : np.ndarray
+        ``(M, STATIC_FEATURES)`` and ``(M, EMBEDDING_SIZE)`` model inputs
+        (:func:`tans.searcher.encoders.model_inputs`).
+    """
+
+    table: TransferTable
+    targets: list[MetaPool]
+    sources: list[MetaPool]
+    source_of: np.ndarray
+    static: np.ndarray
+    functional: np.ndarray
 
 
 @dataclass(frozen=True)
 class EpochLog:
-    """What one epoch did (validation numbers are NaN without validation tasks)."""
+    """What one epoch did (validation numbers are NaN without validation targets)."""
 
     epoch: int  # 1-based
     lr: float
@@ -155,16 +174,15 @@ class EpochLog:
     contrastive: float
     mse: float
     rank: float
-    recall: dict[int, float]  # k -> recall@k of the validation tasks' best models
-    tau: float  # mean weighted Kendall tau, weightedtau(acc, predicted, rank=None)
+    tau: float  # mean weighted tau, weightedtau(acc, predicted, rank=None)
+    regret: float  # mean top-1 regret, points
+    mae: float  # mean absolute error of predicted_acc
     seconds: float
     best: bool = False  # the checkpoint kept so far
 
     def to_dict(self) -> dict:
         """JSON-able values; NaN becomes None."""
-        out = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
-        out["recall"] = {str(k): None if math.isnan(v) else v for k, v in self.recall.items()}
-        return out
+        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
 
 
 @dataclass
@@ -173,8 +191,8 @@ class MetaTrainResult:
 
     history: list[EpochLog] = field(default_factory=list)
     best_epoch: int = 0
-    train_tasks: list[str] = field(default_factory=list)
-    val_tasks: list[str] = field(default_factory=list)
+    train_targets: list[str] = field(default_factory=list)
+    val_targets: list[str] = field(default_factory=list)
     seconds: float = 0.0
     stopped_early: bool = False
 
@@ -187,139 +205,129 @@ class MetaTrainResult:
         return {
             "history": [h.to_dict() for h in self.history],
             "best_epoch": self.best_epoch,
-            "train_tasks": list(self.train_tasks),
-            "val_tasks": list(self.val_tasks),
+            "train_targets": list(self.train_targets),
+            "val_targets": list(self.val_targets),
             "seconds": round(self.seconds, 2),
             "stopped_early": self.stopped_early,
         }
 
 
-def split_tasks(names: Sequence[str], val_fraction: float, seed: int = 0) -> tuple[list[str], list[str]]:
-    """Seeded split of task names into meta-training and validation tasks.
+def split_by_family(families: Sequence[str], val_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split of targets into training and validation rows, whole families at a time.
 
-    Parameters
-    ----------
-    names : sequence of str
-        Distinct task names.
-    val_fraction : float
-        Fraction held out (rounded, at least one task when positive).
-    seed : int
-        Seed of the draw.
+    Families are drawn in a seeded order into validation until it holds at least ``val_fraction``
+    of the targets; at least one family stays for training.
 
     Returns
     -------
-    (list of str, list of str)
-        Training and validation names, each sorted.
+    (np.ndarray, np.ndarray)
+        Row indices of the training and validation targets.
 
     Raises
     ------
     TansError
-        If the fraction is outside [0, 1) or no training task would remain.
+        If the fraction is outside [0, 1).
     """
     if not 0 <= val_fraction < 1:
         raise TansError(f"val_fraction must be in [0, 1), got {val_fraction}.")
-    names = sorted(set(names))
-    n_val = 0 if val_fraction == 0 else max(1, round(val_fraction * len(names)))
-    if len(names) - n_val < 1:
-        raise TansError(
-            f"Holding out {n_val} of {len(names)} tasks leaves none to meta-train on; build a zoo with more "
-            "tasks or pass a smaller --val-fraction (0 keeps every task for training)."
-        )
-    order = np.random.default_rng(seed).permutation(len(names))
-    val = sorted(names[i] for i in order[:n_val])
-    return [n for n in names if n not in val], val
+    families = np.asarray(families)
+    names = sorted(set(families.tolist()))
+    val: set[str] = set()
+    if val_fraction > 0 and len(names) >= 2:
+        for i in np.random.default_rng(seed).permutation(len(names)):
+            if np.isin(families, list(val)).mean() >= val_fraction or len(val) == len(names) - 1:
+                break
+            val.add(names[i])
+    is_val = np.isin(families, list(val))
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
-def _query_batch(tasks: Sequence[MetaTask], per_class: int, rng: np.random.Generator, device) -> tuple[torch.Tensor, torch.Tensor]:
+def _query_batch(pools: Sequence[MetaPool], per_class: int, rng: np.random.Generator, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Padded query sets ``(D, S, d)`` and their mask ``(D, S)``."""
-    picks = [balanced_indices(t.labels, per_class, rng) for t in tasks]
+    picks = [balanced_indices(p.labels, per_class, rng) for p in pools]
     size = max(len(p) for p in picks)
-    dim = tasks[0].features.shape[1]
-    x = torch.zeros(len(tasks), size, dim, device=device)
-    mask = torch.zeros(len(tasks), size, dtype=torch.bool, device=device)
-    for i, (task, p) in enumerate(zip(tasks, picks)):
-        x[i, : len(p)] = task.features[torch.as_tensor(p, device=task.features.device)].to(device)
+    dim = pools[0].features.shape[1]
+    x = torch.zeros(len(pools), size, dim, device=device)
+    mask = torch.zeros(len(pools), size, dtype=torch.bool, device=device)
+    for i, (pool, p) in enumerate(zip(pools, picks)):
+        x[i, : len(p)] = pool.features[torch.as_tensor(p, device=pool.features.device)].to(device)
         mask[i, : len(p)] = True
     return x, mask
 
 
-def evaluate_tasks(
-    net: SearcherNet,
-    tasks: Sequence[MetaTask],
-    arch: torch.Tensor,
-    functional: torch.Tensor,
-    *,
-    per_class: int,
-    recall_ks: Sequence[int],
-    seed: int = 0,
-) -> tuple[dict[int, float], float]:
-    """Recall@k of each task's best model among all models, and the predictor's mean weighted tau.
+def ranking_metrics(accuracy: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """Weighted tau (true-order convention), top-1 regret in points and MAE of one target's candidates."""
+    out = {"tau": math.nan, "regret": math.nan, "mae": math.nan}
+    if len(accuracy) == 0:
+        return out
+    out["regret"] = float(100 * (accuracy.max() - accuracy[int(np.argmax(predicted))]))
+    out["mae"] = float(np.mean(np.abs(predicted - accuracy)))
+    if len(accuracy) >= 2 and np.ptp(accuracy) > 0 and np.ptp(predicted) > 0:
+        out["tau"] = float(weightedtau(accuracy, predicted, rank=None).statistic)
+    return out
 
-    Parameters
-    ----------
-    net : SearcherNet
-        The model under evaluation.
-    tasks : sequence of MetaTask
-        Tasks with their own models.
-    arch, functional : torch.Tensor
-        Model-encoder inputs of *all* zoo entries (the retrieval candidates).
-    per_class : int
-        Query images per class (drawn with ``seed``).
-    recall_ks : sequence of int
-        The ``k`` values.
-    seed : int
-        Seed of the query sets.
+
+@torch.no_grad()
+def evaluate_targets(
+    net: SearcherNet, inputs: MetaInputs, rows: Sequence[int], *, per_class: int, seed: int = 0, device="cpu"
+) -> tuple[dict[str, float], np.ndarray]:
+    """Stage-1 quality on targets ``rows``, each ranking its other-family recorded models.
 
     Returns
     -------
-    (dict, float)
-        ``{k: recall@k}`` and the mean tau (NaN when no task has two models of different accuracy).
+    (dict, np.ndarray)
+        Mean ``tau``, ``regret`` (points) and ``mae`` over the rows, and the ``(len(rows), M)``
+        predicted accuracies of every model on each row's target.
     """
-    if not tasks:
-        return {k: math.nan for k in recall_ks}, math.nan
-    device = arch.device
+    rows = list(rows)
+    if not rows:
+        return {"tau": math.nan, "regret": math.nan, "mae": math.nan}, np.zeros((0, len(inputs.table.entries)))
     was_training = net.training
     net.eval()
     rng = np.random.default_rng(seed)
-    with torch.no_grad():
-        q = net.query(*_query_batch(tasks, per_class, rng, device))  # (T, e)
-        m = net.encode_models(arch, functional)  # (M, e)
-        order = (q @ m.T).argsort(dim=1, descending=True).cpu().numpy()  # (T, M)
-        predicted = net.predictor.score_matrix(q, m).cpu().numpy()  # (T, M)
+    q = net.query(*_query_batch([inputs.targets[r] for r in rows], per_class, rng, device))
+    sources = net.query(*_query_batch(inputs.sources, per_class, rng, device))
+    m = _encode_models(net, inputs, sources, device)
+    chance = torch.as_tensor(inputs.table.chance[rows], device=device)
+    predicted = net.predict(q, m, chance).cpu().numpy()
     net.train(was_training)
-    recall = {}
-    for k in recall_ks:
-        hits = [t.models[int(np.argmax(t.accuracy))] in order[i, :k] for i, t in enumerate(tasks)]
-        recall[k] = float(np.mean(hits))
-    taus = []
-    for i, t in enumerate(tasks):
-        if len(t.models) >= 2 and np.ptp(t.accuracy) > 0:
-            taus.append(weightedtau(t.accuracy, predicted[i, t.models], rank=None).statistic)
-    return recall, float(np.mean(taus)) if taus else math.nan
+    per_row = []
+    for i, r in enumerate(rows):
+        cands = inputs.table.candidates(r)
+        per_row.append(ranking_metrics(inputs.table.accuracy[r, cands], predicted[i, cands]))
+    means = {k: float(np.nanmean([p[k] for p in per_row])) if any(np.isfinite(p[k]) for p in per_row) else math.nan
+             for k in ("tau", "regret", "mae")}
+    return means, predicted
+
+
+def _encode_models(net: SearcherNet, inputs: MetaInputs, sources: torch.Tensor, device) -> torch.Tensor:
+    static = torch.as_tensor(inputs.static, device=device)
+    functional = torch.as_tensor(inputs.functional, device=device)
+    source = sources[torch.as_tensor(inputs.source_of, device=device)]
+    return net.encode_models(static, functional, source)
 
 
 def meta_train(
     net: SearcherNet,
-    train_tasks: Sequence[MetaTask],
-    val_tasks: Sequence[MetaTask],
-    arch: np.ndarray,
-    functional: np.ndarray,
+    inputs: MetaInputs,
+    train_rows: Sequence[int],
+    val_rows: Sequence[int],
     config: MetaTrainConfig = MetaTrainConfig(),
     *,
     device: torch.device | str = "cpu",
     progress: Callable[[EpochLog], None] | None = None,
 ) -> MetaTrainResult:
-    """Train ``net`` in place; it ends holding the best checkpoint.
+    """Train ``net`` in place on the records; it ends holding the best checkpoint.
 
     Parameters
     ----------
     net : SearcherNet
         Query encoder, model encoder and predictor.
-    train_tasks, val_tasks : sequence of MetaTask
-        Meta-training and held-out tasks (``val_tasks`` may be empty: the last epoch is kept).
-    arch, functional : np.ndarray
-        ``(M, ARCH_FEATURES)`` and ``(M, EMBEDDING_SIZE)`` inputs of every zoo entry
-        (:func:`tans.searcher.encoders.model_inputs`); tasks point into them.
+    inputs : MetaInputs
+        Records, pools and model inputs.
+    train_rows, val_rows : sequence of int
+        Table rows (targets) to train on and to validate on (``val_rows`` may be empty: the last
+        epoch is kept).
     config : MetaTrainConfig
         Settings.
     device : torch.device or str
@@ -334,29 +342,27 @@ def meta_train(
     Raises
     ------
     TansError
-        If there is no training task or a training task has no model.
+        If there is no training target with at least two recorded models.
     """
-    if not train_tasks:
-        raise TansError("meta-training needs at least one training task with models in the zoo.")
-    for t in train_tasks:
-        if len(t.models) == 0:
-            raise TansError(f"task '{t.name}' has no model in the zoo; every meta-training task needs one.")
+    table = inputs.table
+    train_rows = [r for r in train_rows if table.observed[r].sum() >= 2]
+    if not train_rows:
+        raise TansError(
+            "meta-training needs at least one target with records of two or more models; run 'tans zoo transfer' "
+            "with more models."
+        )
     start = time.perf_counter()
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     net.to(device).train()
-    arch_t = torch.as_tensor(arch, device=device)
-    func_t = torch.as_tensor(functional, device=device)
-    loss_fn = MetaContrastiveLoss(
-        contrastive=config.loss,
-        temperature=config.temperature,
-        margin=config.margin,
-        predictor_weight=config.predictor_weight if config.use_predictor else 0.0,
-    )
+    accuracy_all = torch.as_tensor(np.nan_to_num(table.accuracy, nan=0.0), device=device)
+    observed_all = torch.as_tensor(table.observed, device=device)
+    chance_all = torch.as_tensor(table.chance, device=device)
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    result = MetaTrainResult(train_tasks=[t.name for t in train_tasks], val_tasks=[t.name for t in val_tasks])
+    val_rows = list(val_rows)
+    result = MetaTrainResult(train_targets=[table.names[r] for r in train_rows], val_targets=[table.names[r] for r in val_rows])
     best_key, best_state = None, None
-    batch = min(config.batch_tasks, len(train_tasks))
+    batch = min(config.batch_targets, len(train_rows))
     for epoch in range(config.epochs):
         epoch_start = time.perf_counter()
         lr = config.lr_at(epoch)
@@ -364,33 +370,31 @@ def meta_train(
             group["lr"] = lr
         sums = np.zeros(4)
         for _ in range(config.steps_per_epoch):
-            chosen = [train_tasks[i] for i in rng.choice(len(train_tasks), batch, replace=False)]
-            x, mask = _query_batch(chosen, config.per_class, rng, device)
-            models = np.concatenate([t.models for t in chosen])  # (M,)
-            accuracy = torch.zeros(len(chosen), len(models), device=device)
-            observed = torch.zeros(len(chosen), len(models), dtype=torch.bool, device=device)
-            col = 0
-            for i, t in enumerate(chosen):
-                accuracy[i, col : col + len(t.models)] = torch.as_tensor(t.accuracy, dtype=torch.float32)
-                observed[i, col : col + len(t.models)] = True
-                col += len(t.models)
-            idx = torch.as_tensor(models, device=device)
-            q = net.query(x, mask)  # (D, e)
-            m = net.encode_models(arch_t[idx], func_t[idx])  # (M, e)
+            rows = rng.choice(train_rows, batch, replace=False)
+            q = net.query(*_query_batch([inputs.targets[r] for r in rows], config.per_class, rng, device))  # (B, e)
+            sources = net.query(*_query_batch(inputs.sources, config.per_class, rng, device))  # (S, e)
+            idx = torch.as_tensor(rows, device=device)
+            observed = observed_all[idx]  # (B, M)
+            cols = torch.nonzero(observed.any(dim=0)).squeeze(1)  # models recorded on any target of the batch
+            observed, accuracy = observed[:, cols], accuracy_all[idx][:, cols]
+            m = _encode_models(net, inputs, sources, device)[cols]  # (M', e)
+            logits = (q @ m.T / config.temperature).masked_fill(~observed, torch.finfo(q.dtype).min)
             positives = positives_from_accuracy(accuracy, observed, top_k=config.positives)
-            predicted = net.predictor.score_matrix(q, m) if config.use_predictor else None
-            terms = loss_fn(q, m, positives, predicted, accuracy, observed)
+            contrastive = -(F.log_softmax(logits, dim=1) * positives).sum(1).div(positives.sum(1).clamp(min=1)).mean()
+            predicted = net.predict(q, m, chance_all[idx])
+            pred_total, mse, rank = predictor_loss(
+                predicted, accuracy, observed, ranking="listnet", rank_scale=config.rank_scale
+            )
+            total = config.contrastive_weight * contrastive + config.predictor_weight * pred_total
             optimizer.zero_grad(set_to_none=True)
-            terms.total.backward()
+            total.backward()
             optimizer.step()
-            sums += (float(terms.total.detach()), terms.contrastive, terms.mse, terms.rank)
-        recall, tau = evaluate_tasks(
-            net, val_tasks, arch_t, func_t, per_class=config.per_class, recall_ks=config.recall_ks, seed=config.seed
-        )
-        if val_tasks:
-            key = float(np.mean(list(recall.values()))) + (0.0 if math.isnan(tau) else tau)
-        else:
+            sums += (float(total.detach()), float(contrastive.detach()), float(mse.detach()), float(rank.detach()))
+        metrics, _ = evaluate_targets(net, inputs, val_rows, per_class=config.per_class, seed=config.seed, device=device)
+        if len(val_rows) == 0:
             key = float(epoch)  # no validation: keep the last epoch
+        else:
+            key = -math.inf if math.isnan(metrics["tau"]) else metrics["tau"]
         is_best = best_key is None or key > best_key
         if is_best:
             best_key, best_state = key, copy.deepcopy(net.state_dict())
@@ -403,15 +407,16 @@ def meta_train(
             contrastive=float(means[1]),
             mse=float(means[2]),
             rank=float(means[3]),
-            recall=recall,
-            tau=tau,
+            tau=metrics["tau"],
+            regret=metrics["regret"],
+            mae=metrics["mae"],
             seconds=time.perf_counter() - epoch_start,
             best=is_best,
         )
         result.history.append(log)
         if progress is not None:
             progress(log)
-        if val_tasks and config.patience and epoch + 1 - result.best_epoch >= config.patience:
+        if len(val_rows) and config.patience and epoch + 1 - result.best_epoch >= config.patience:
             result.stopped_early = True
             break
     net.load_state_dict(best_state)

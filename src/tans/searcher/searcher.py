@@ -1,19 +1,23 @@
 """The searcher as an estimator: ``Searcher(...).fit(zoo)``, ``.search(dataset, zoo=...)``, save/load.
 
-Search, step by step (:meth:`Searcher.search`):
+It learns from the zoo's *transfer records* (``tans zoo transfer``): what each model reached after
+fine-tuning on other tasks. Search, step by step (:meth:`Searcher.search`):
 
 1. the query: a class-balanced sample of the dataset's training split (``per_class`` images per
    class) -> frozen features -> query encoder -> one unit vector;
 2. the candidates: every zoo entry that satisfies the constraints (filtered *before* ranking; an
    impossible budget raises the error of :func:`tans.index.require_allowed`, which names the
    smallest value the zoo has);
-3. retrieval: the ``shortlist`` candidates most similar to the query, from a FAISS index of the
-   zoo's model embeddings (``make_index("auto", ...)``: exact below 50,000 entries). The index is
-   cached per zoo and rebuilt when the zoo's set of entry ids changes, so entries added after
-   meta-training are found with no retraining;
-4. re-ranking by the predictor's predicted accuracy (ties by similarity);
-5. with ``verify=True``: LogME of each shortlisted model's pre-logit features on a class-balanced
-   sample of the dataset, shown, and fused with the step-4 order by mean rank (ties by LogME).
+3. stage 1, instant: the ``shortlist`` candidates most similar to the query from a FAISS index of
+   the zoo's model embeddings, re-ranked by the predictor's expected accuracy. A model's embedding
+   reads its architecture, cost, source accuracy and its source task's query embedding, so entries
+   added after meta-training are found with no retraining (the index is rebuilt when the zoo's set
+   of entry ids changes);
+4. stage 2 (default; ``fast=True`` skips it): one forward pass of the top ``probe_k`` models on a
+   class-balanced sample of the training split, training-free scores of their features (LogME and
+   nearest-class-mean accuracy, :mod:`tans.searcher.probe`), fused with stage 1 by the combiner
+   fitted on the records (:mod:`tans.searcher.combiner`); those models are re-ordered by the fused
+   expected accuracy, the rest follow in stage-1 order.
 """
 
 from __future__ import annotations
@@ -33,18 +37,22 @@ import torch
 
 from tans._errors import TansError
 from tans.data.dataset import Dataset
-from tans.data.transforms import resize_images
 from tans.index import Constraints, make_index, require_allowed
 from tans.searcher.artifact import load_artifact, save_artifact
+from tans.searcher.combiner import ProbeCombiner, fusion_features, lift
 from tans.searcher.encoders import SearcherNet, model_inputs
-from tans.searcher.features import (
-    DEFAULT_EXTRACTOR,
-    make_extractor,
-    query_sample,
-    train_default_extractor,
+from tans.searcher.experience import transfer_table
+from tans.searcher.features import DEFAULT_EXTRACTOR, make_extractor, query_sample, train_default_extractor
+from tans.searcher.meta_train import (
+    EpochLog,
+    MetaInputs,
+    MetaPool,
+    MetaTrainConfig,
+    MetaTrainResult,
+    evaluate_targets,
+    meta_train,
+    split_by_family,
 )
-from tans.searcher.logme import logme_score
-from tans.searcher.meta_train import EpochLog, MetaTask, MetaTrainConfig, MetaTrainResult, meta_train, split_tasks
 from tans.zoo.entry import ZooEntry
 from tans.zoo.store import Zoo
 
@@ -62,8 +70,10 @@ class SearchRow:
     arch: str
     task: str  # the source task its weights were trained on
     similarity: float  # cosine similarity of query and model embeddings
-    predicted_acc: float | None  # None when the searcher has no predictor
-    logme: float | None  # None unless verify
+    predicted_acc: float  # expected test accuracy after the records' fine-tuning recipe
+    stage1_acc: float  # stage 1's expected accuracy (equal to predicted_acc when not probed)
+    logme: float | None  # probe scores; None unless stage 2 probed this model
+    ncm: float | None
     source_val_acc: float  # its validation accuracy on the source task
     params: int
     flops: int
@@ -81,8 +91,8 @@ class SearchResult:
     candidates: int  # zoo entries within the budget
     zoo_size: int
     shortlist: int
-    verified: bool
-    seconds: dict[str, float] = field(default_factory=dict)  # encode, retrieve, rerank, verify, total
+    probed: int  # models stage 2 ran (0: stage 1 only)
+    seconds: dict[str, float] = field(default_factory=dict)  # encode, retrieve, rerank, probe, total
 
     @property
     def ids(self) -> list[str]:
@@ -111,6 +121,11 @@ class _ZooCache:
     latency_ms: np.ndarray
 
 
+def _check_positive(name: str, value: Any) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
+        raise TansError(f"{name} must be a positive integer, got {value!r}.")
+
+
 class Searcher:
     """Task-adaptive network search: embeds datasets and zoo models in one space and ranks models.
 
@@ -119,33 +134,38 @@ class Searcher:
     Parameters
     ----------
     extractor : str
-        Frozen image features: ``"tans-default"`` (trained on the meta-training tasks by
+        Frozen image features: ``"tans-default"`` (trained on the zoo's source tasks by
         :meth:`fit`, shipped in the artifact) or ``"timm/<name>"`` (pretrained weights must be in
         the local Hugging Face cache).
     set_encoder : str
         Query encoder pooling: ``"attention"`` (Set Transformer style) or ``"mean"``.
-    embed_dim : int
-        Width of the shared latent space.
+    embed_dim, hidden_dim : int
+        Width of the shared latent space, and of the model encoder and predictor.
+    dropout : float
+        Dropout of the model encoder and predictor.
     per_class : int
         Query images per class (class-balanced sample).
     pool_per_class : int
-        Images per class of each meta-training task featurised once; query sets are drawn from it.
-    epochs, steps_per_epoch, batch_tasks, lr : int, int, int, float
-        Meta-training length, tasks per step and peak learning rate (:class:`MetaTrainConfig`).
+        Images per class of each task featurised once for meta-training; query sets are drawn from it.
+    epochs, steps_per_epoch, batch_targets, lr, weight_decay : int, int, int, float, float
+        Meta-training length, targets per step, peak learning rate and weight decay.
     patience : int
-        Stop meta-training after this many epochs without a better validation score (0: never).
-    loss : str
-        ``"infonce"`` or ``"margin"`` (the paper's hinge, for ablation).
+        Stop meta-training after this many epochs without a better validation tau (0: never).
     positives : int
-        Each task's best models (by validation accuracy) used as positives.
+        Each target's best-transferring models used as contrastive positives.
     predictor_weight : float
         Weight of the predictor loss.
-    use_functional : bool
-        Model encoder reads functional embeddings (off: architecture only).
-    use_predictor : bool
-        Train and use the performance predictor for re-ranking.
+    use_functional, use_source : bool
+        Model encoder reads functional embeddings / the source task's query embedding.
+    probe_k : int
+        Stage 2 probes this many stage-1 candidates (0: no stage 2, no combiner).
+    probe_per_class : int
+        Images per class of stage 2's probe sample.
+    probe_scores : tuple of str
+        Training-free scores stage 2 computes (:func:`tans.searcher.probe.list_probe_scores`).
     val_fraction : float
-        Fraction of the zoo's tasks held out for validation and checkpoint selection.
+        Fraction of the record targets held out, whole families at a time, to choose the
+        checkpoint and to fit stage 2's combiner (targets stage 1 did not train on).
     extractor_epochs : int
         Epochs of the default extractor's multi-task training.
     seed : int
@@ -159,20 +179,25 @@ class Searcher:
         *,
         extractor: str = DEFAULT_EXTRACTOR,
         set_encoder: str = "attention",
-        embed_dim: int = 128,
+        embed_dim: int = 64,
+        hidden_dim: int = 128,
+        dropout: float = 0.1,
         per_class: int = 20,
         pool_per_class: int = 50,
-        epochs: int = 20,
-        steps_per_epoch: int = 50,
-        batch_tasks: int = 16,
+        epochs: int = 30,
+        steps_per_epoch: int = 40,
+        batch_targets: int = 16,
         lr: float = 1e-3,
-        patience: int = 5,
-        loss: str = "infonce",
+        weight_decay: float = 0.05,
+        patience: int = 6,
         positives: int = 3,
         predictor_weight: float = 1.0,
-        use_functional: bool = True,
-        use_predictor: bool = True,
-        val_fraction: float = 0.2,
+        use_functional: bool = False,
+        use_source: bool = True,
+        probe_k: int = 8,
+        probe_per_class: int = 10,
+        probe_scores: tuple[str, ...] = ("logme", "ncm"),
+        val_fraction: float = 0.25,
         extractor_epochs: int = 3,
         seed: int = 0,
         device: str | None = None,
@@ -180,18 +205,23 @@ class Searcher:
         self.extractor = extractor
         self.set_encoder = set_encoder
         self.embed_dim = embed_dim
+        self.hidden_dim = hidden_dim
+        self.dropout = dropout
         self.per_class = per_class
         self.pool_per_class = pool_per_class
         self.epochs = epochs
         self.steps_per_epoch = steps_per_epoch
-        self.batch_tasks = batch_tasks
+        self.batch_targets = batch_targets
         self.lr = lr
+        self.weight_decay = weight_decay
         self.patience = patience
-        self.loss = loss
         self.positives = positives
         self.predictor_weight = predictor_weight
         self.use_functional = use_functional
-        self.use_predictor = use_predictor
+        self.use_source = use_source
+        self.probe_k = probe_k
+        self.probe_per_class = probe_per_class
+        self.probe_scores = tuple(probe_scores)
         self.val_fraction = val_fraction
         self.extractor_epochs = extractor_epochs
         self.seed = seed
@@ -218,15 +248,25 @@ class Searcher:
         return MetaTrainConfig(
             epochs=self.epochs,
             steps_per_epoch=self.steps_per_epoch,
-            batch_tasks=self.batch_tasks,
+            batch_targets=self.batch_targets,
             lr=self.lr,
+            weight_decay=self.weight_decay,
             patience=self.patience,
             per_class=self.per_class,
             positives=self.positives,
-            loss=self.loss,
             predictor_weight=self.predictor_weight,
-            use_predictor=self.use_predictor,
             seed=self.seed,
+        )
+
+    def _new_net(self, feature_dim: int) -> SearcherNet:
+        return SearcherNet(
+            feature_dim,
+            self.embed_dim,
+            set_encoder=self.set_encoder,
+            use_functional=self.use_functional,
+            use_source=self.use_source,
+            hidden_dim=self.hidden_dim,
+            dropout=self.dropout,
         )
 
     def _check_fitted(self) -> None:
@@ -234,59 +274,61 @@ class Searcher:
             raise TansError("This Searcher is not fitted yet; call fit(zoo) or Searcher.load(path) first.")
 
     # ------------------------------------------------------------------ fit
-    def fit(self, zoo: Zoo | str | os.PathLike[str], *, progress: Progress | None = None) -> Searcher:
-        """Meta-train on a zoo: learn the extractor (default), encoders and predictor.
+    def fit(
+        self,
+        zoo: Zoo | str | os.PathLike[str],
+        *,
+        exclude_families: Sequence[str] = (),
+        progress: Progress | None = None,
+    ) -> Searcher:
+        """Meta-train on a zoo's transfer records: the extractor (default), encoders, predictor and combiner.
 
         Parameters
         ----------
         zoo : Zoo or path
-            A zoo with models on at least two tasks; each task is loaded by its name
-            (:func:`tans.data.load_dataset`), so built-in tasks and dataset paths both work.
+            A zoo with transfer records (``tans zoo transfer``); its source tasks and record
+            targets are loaded through the zoo's task references (built-in names or paths).
+        exclude_families : sequence of str
+            Ignore the records of targets of these families (benchmark test families, or the family
+            a leave-one-family-out validation holds out).
         progress : callable, optional
-            ``progress(stage, done, total, log)`` with stages ``"load"``, ``"extractor"`` and
-            ``"meta-train"`` (``log`` is the :class:`EpochLog` of a meta-training epoch, else None).
+            ``progress(stage, done, total, log)`` with stages ``"load"``, ``"extractor"``,
+            ``"meta-train"`` (``log`` is that epoch's :class:`EpochLog`) and ``"combiner"``.
 
         Returns
         -------
         Searcher
-            ``self``, with ``extractor_``, ``net_``, ``result_`` (history), ``train_tasks_``,
-            ``val_tasks_``, ``zoo_info_``.
+            ``self``, with ``extractor_``, ``net_``, ``combiner_`` (None without stage 2),
+            ``source_embeddings_``, ``result_`` (history), ``records_`` and ``zoo_info_``.
 
         Raises
         ------
         TansError
-            If the zoo has fewer than two tasks, a task cannot be loaded, or a setting is invalid.
+            If the zoo has no transfer records, a task cannot be loaded, or a setting is invalid.
         """
-        from tans.data import load_dataset
+        from tans.searcher.probe import get_probe_score
 
         config = self._meta_config()  # validates before any work
+        for name in self.probe_scores:
+            get_probe_score(name)
+        _check_positive("probe_per_class", self.probe_per_class)
         zoo = zoo if isinstance(zoo, Zoo) else Zoo.open(zoo)
-        entries = zoo.entries()
-        by_task: dict[str, list[int]] = {}
-        for i, entry in enumerate(entries):
-            by_task.setdefault(entry.task, []).append(i)
-        if len(by_task) < 2:
-            raise TansError(
-                f"Meta-training needs a zoo with models on at least 2 tasks, got {len(by_task)} "
-                f"({len(entries)} entries) in {zoo.path}; add tasks with `tans zoo build`."
-            )
-        train_names, val_names = split_tasks(list(by_task), self.val_fraction, self.seed)
+        table = transfer_table(zoo, exclude_families=exclude_families)
+        entries = table.entries
         device = self._device()
 
-        samples = {}
-        names = sorted(by_task)
-        for t, name in enumerate(names):
-            try:
-                dataset = load_dataset(name)
-            except TansError as exc:
-                raise TansError(f"Meta-training loads every task of the zoo by name; task '{name}' failed: {exc}") from None
-            samples[name] = query_sample(dataset, per_class=self.pool_per_class, seed=self.seed)
+        source_fps = sorted({e.task_fingerprint for e in entries})
+        to_load = source_fps + [t for t in table.targets if t not in set(source_fps)]
+        datasets: dict[str, Dataset] = {}
+        for i, fp in enumerate(to_load):
+            datasets[fp] = zoo.load_task(fp)
             if progress:
-                progress("load", t + 1, len(names), None)
+                progress("load", i + 1, len(to_load), None)
+        samples = {fp: query_sample(ds, per_class=self.pool_per_class, seed=self.seed) for fp, ds in datasets.items()}
 
         if self.extractor == DEFAULT_EXTRACTOR:
             extractor = train_default_extractor(
-                [samples[n] for n in train_names],
+                [samples[fp] for fp in source_fps],
                 epochs=self.extractor_epochs,
                 seed=self.seed,
                 device=device,
@@ -295,36 +337,91 @@ class Searcher:
         else:
             extractor = make_extractor(self.extractor)
 
-        def task(name: str) -> MetaTask:
-            idx = np.asarray(by_task[name], dtype=np.int64)
-            feats = torch.from_numpy(extractor(samples[name].images, device=device)).to(device)
-            return MetaTask(name, feats, samples[name].labels, idx, np.array([entries[i].val_acc for i in idx]))
+        def pool(fp: str) -> MetaPool:
+            feats = torch.from_numpy(extractor(samples[fp].images, device=device)).to(device)
+            return MetaPool(datasets[fp].name, feats, samples[fp].labels)
 
-        train_tasks = [task(n) for n in train_names]
-        val_tasks = [task(n) for n in val_names]
-        arch, functional = model_inputs(entries)
+        pools = {fp: pool(fp) for fp in to_load}
+        static, functional = model_inputs(entries)
+        source_index = {fp: i for i, fp in enumerate(source_fps)}
+        inputs = MetaInputs(
+            table=table,
+            targets=[pools[fp] for fp in table.targets],
+            sources=[pools[fp] for fp in source_fps],
+            source_of=np.array([source_index[e.task_fingerprint] for e in entries], dtype=np.int64),
+            static=static,
+            functional=functional,
+        )
+        train_rows, val_rows = split_by_family(table.families, self.val_fraction, self.seed)
         torch.manual_seed(self.seed)
-        net = SearcherNet(extractor.dim, self.embed_dim, set_encoder=self.set_encoder, use_functional=self.use_functional)
+        net = self._new_net(extractor.dim)
         result = meta_train(
             net,
-            train_tasks,
-            val_tasks,
-            arch,
-            functional,
+            inputs,
+            train_rows,
+            val_rows,
             config,
             device=device,
             progress=(lambda log: progress("meta-train", log.epoch, config.epochs, log)) if progress else None,
         )
+        net = net.cpu().eval()
         self.extractor_ = extractor
-        self.net_ = net.cpu().eval()
+        self.net_ = net
+        self.source_embeddings_ = {
+            fp: self._query_embedding(samples[fp].images) for fp in source_fps
+        }
         self.result_ = result
-        self.train_tasks_ = list(train_names)
-        self.val_tasks_ = list(val_names)
-        self.zoo_info_ = {"path": str(zoo.path), "entries": len(entries), "tasks": len(by_task)}
+        self.records_ = {
+            "records": table.records,
+            "targets": len(table.targets),
+            "models": int(table.observed.any(axis=0).sum()),
+            "recipe": table.recipe,
+            "excluded_families": sorted(set(exclude_families)),
+        }
+        self.zoo_info_ = {"path": str(zoo.path), "entries": len(entries), "sources": len(source_fps)}
+        self.combiner_ = None
         self._cache.clear()
+        if self.probe_k > 0 and len(val_rows) >= 2:
+            inputs.targets = [MetaPool(p.name, p.features.cpu(), p.labels) for p in inputs.targets]
+            inputs.sources = [MetaPool(p.name, p.features.cpu(), p.labels) for p in inputs.sources]
+            _, predicted = evaluate_targets(net, inputs, val_rows, per_class=self.per_class, seed=self.seed)
+            self.combiner_ = self._fit_combiner(zoo, table, val_rows, predicted, datasets, progress)
         return self
 
+    def _fit_combiner(self, zoo, table, rows, predicted, datasets, progress) -> ProbeCombiner:
+        """Fit stage 2's fusion on targets stage 1 did not train on, plus label-shuffled null copies."""
+        from tans.searcher.probe import get_probe_score, probe_features, probe_sample
+
+        rng = np.random.default_rng(self.seed)
+        X, y, groups = [], [], []
+        for i, r in enumerate(rows):
+            cands = table.candidates(r)
+            if len(cands) < 2:
+                continue
+            top = cands[np.argsort(-predicted[i, cands], kind="stable")[: self.probe_k]]
+            images, labels = probe_sample(datasets[table.targets[r]], zoo.working_format, per_class=self.probe_per_class,
+                                          seed=self.seed)
+            feats = dict(probe_features(zoo, [table.entries[j].id for j in top], images))
+            shuffled = rng.permutation(labels)
+            probe_chance = float(np.bincount(labels).max() / len(labels))
+            for name, lab, acc in (("real", labels, table.accuracy[r, top]), ("null", shuffled, None)):
+                scores = {s: np.array([get_probe_score(s)(feats[table.entries[j].id], lab) for j in top])
+                          for s in self.probe_scores}
+                X.append(fusion_features(predicted[i, top], float(table.chance[r]), scores, probe_chance))
+                y.append(lift(acc, float(table.chance[r])) if acc is not None else np.zeros(len(top)))
+                groups += [f"{name}:{table.targets[r]}"] * len(top)
+            if progress:
+                progress("combiner", i + 1, len(rows), None)
+        if len({g.split(":", 1)[1] for g in groups}) < 2:
+            return None
+        return ProbeCombiner(scores=self.probe_scores).fit(np.concatenate(X), np.concatenate(y), np.array(groups))
+
     # ------------------------------------------------------------------ embeddings
+    @torch.no_grad()
+    def _query_embedding(self, images: np.ndarray) -> np.ndarray:
+        feats = torch.from_numpy(self.extractor_(images))  # (n, feature_dim)
+        return self.net_.query(feats[None]).numpy()[0]
+
     @torch.no_grad()
     def embed_dataset(self, dataset: Dataset) -> np.ndarray:
         """Query embedding of a dataset.
@@ -332,25 +429,39 @@ class Searcher:
         Parameters
         ----------
         dataset : Dataset
-            Any labelled dataset (at least 2 classes).
+            Any labelled dataset (at least 2 classes); only its training split is sampled.
 
         Returns
         -------
         np.ndarray
             ``(embed_dim,)`` float32 unit vector.
         """
-        return self._embed(dataset)[0]
-
-    @torch.no_grad()
-    def _embed(self, dataset: Dataset) -> tuple[np.ndarray, int]:
         self._check_fitted()
-        sample = query_sample(dataset, per_class=self.per_class, seed=self.seed)
-        feats = torch.from_numpy(self.extractor_(sample.images))  # (n, feature_dim)
-        return self.net_.query(feats[None]).numpy()[0], len(sample)
+        return self._query_embedding(query_sample(dataset, per_class=self.per_class, seed=self.seed).images)
+
+    def _source_embedding(self, zoo: Zoo | None, entry: ZooEntry) -> np.ndarray:
+        """The query embedding of an entry's source task: stored at fit time, else computed once."""
+        fp = entry.task_fingerprint
+        if fp not in self.source_embeddings_:
+            if zoo is None:
+                raise TansError(f"entry {entry.id}'s source task '{entry.task}' is new to this searcher; pass its zoo.")
+            dataset = zoo.load_task(fp)
+            self.source_embeddings_[fp] = self._query_embedding(
+                query_sample(dataset, per_class=self.pool_per_class, seed=self.seed).images
+            )
+        return self.source_embeddings_[fp]
 
     @torch.no_grad()
-    def embed_entries(self, entries: Sequence[ZooEntry]) -> np.ndarray:
+    def embed_entries(self, entries: Sequence[ZooEntry], zoo: Zoo | None = None) -> np.ndarray:
         """Model embeddings of zoo entries (any entries: no retraining needed for new ones).
+
+        Parameters
+        ----------
+        entries : sequence of ZooEntry
+            Entries to embed.
+        zoo : Zoo, optional
+            Their zoo: needed when an entry's source task is new to the searcher (it is loaded
+            through the zoo's task reference and embedded once).
 
         Returns
         -------
@@ -360,12 +471,15 @@ class Searcher:
         self._check_fitted()
         if not entries:
             return np.zeros((0, self.embed_dim), dtype=np.float32)
-        arch, functional = model_inputs(entries)
-        return self.net_.encode_models(torch.from_numpy(arch), torch.from_numpy(functional)).numpy()
+        static, functional = model_inputs(entries)
+        source = np.stack([self._source_embedding(zoo, e) for e in entries]) if self.use_source else None
+        return self.net_.encode_models(
+            torch.from_numpy(static), torch.from_numpy(functional), None if source is None else torch.from_numpy(source)
+        ).numpy()
 
     @torch.no_grad()
-    def predict(self, query: np.ndarray, model_embeddings: np.ndarray) -> np.ndarray:
-        """Predicted accuracy of each model on the query's dataset.
+    def predict(self, query: np.ndarray, model_embeddings: np.ndarray, *, chance: float) -> np.ndarray:
+        """Stage 1's expected test accuracy of each model on the query's dataset.
 
         Parameters
         ----------
@@ -373,16 +487,18 @@ class Searcher:
             ``(embed_dim,)`` from :meth:`embed_dataset`.
         model_embeddings : np.ndarray
             ``(n, embed_dim)`` from :meth:`embed_entries`.
+        chance : float
+            The dataset's chance level (``1 / classes`` for balanced classes).
 
         Returns
         -------
         np.ndarray
-            ``(n,)`` float32 in [0, 1].
+            ``(n,)`` float32 in [chance, 1].
         """
         self._check_fitted()
         q = torch.as_tensor(query, dtype=torch.float32)[None]
         m = torch.as_tensor(model_embeddings, dtype=torch.float32)
-        return self.net_.predictor.score_matrix(q, m).numpy()[0]
+        return self.net_.predict(q, m, torch.tensor([chance], dtype=torch.float32)).numpy()[0]
 
     def _zoo_cache(self, zoo: Zoo) -> _ZooCache:
         """Model embeddings and index of ``zoo``; rebuilt when its set of entry ids changed."""
@@ -391,7 +507,7 @@ class Searcher:
         if cached is not None and cached.key == ids:
             return cached
         entries = zoo.entries()
-        embeddings = self.embed_entries(entries)
+        embeddings = self.embed_entries(entries, zoo)
         index = make_index("auto", self.embed_dim, len(entries))
         index.add(embeddings, np.arange(len(entries), dtype=np.int64))
         cached = _ZooCache(
@@ -409,33 +525,39 @@ class Searcher:
     # ------------------------------------------------------------------ search
     def search(
         self,
-        dataset: Dataset | str,
+        dataset: Dataset | str | os.PathLike[str],
         *,
         zoo: Zoo | str | os.PathLike[str],
         constraints: Constraints | None = None,
+        max_params: int | None = None,
+        max_flops: int | None = None,
+        max_latency_ms: float | None = None,
         top_k: int = 5,
         shortlist: int | None = None,
-        verify: bool = False,
-        verify_per_class: int = 20,
+        fast: bool = False,
+        probe_k: int | None = None,
     ) -> SearchResult:
-        """The zoo models that should do best on ``dataset`` within the budget.
+        """The zoo models that should do best on ``dataset`` after fine-tuning, within the budget.
 
         Parameters
         ----------
-        dataset : Dataset or str
+        dataset : Dataset, str or path
             The new dataset (or a name/path for :func:`tans.data.load_dataset`).
         zoo : Zoo or path
             The zoo to search (entries added after :meth:`fit` are included).
         constraints : Constraints, optional
-            Budget on parameters, FLOPs, latency; applied before ranking.
+            Budget on parameters, FLOPs, latency; applied before ranking. The ``max_*`` keywords
+            are the same budget given directly (not both).
+        max_params, max_flops, max_latency_ms : number, optional
+            Upper bounds (inclusive).
         top_k : int
             Models returned.
         shortlist : int, optional
-            Candidates retrieved by similarity and re-ranked; default ``max(4 * top_k, 20)``.
-        verify : bool
-            Score the shortlist with LogME on the dataset's features and fuse it into the order.
-        verify_per_class : int
-            Images per class for LogME.
+            Candidates retrieved by similarity and ranked by stage 1; default ``max(4 * top_k, 64)``.
+        fast : bool
+            Stage 1 only: no forward pass of any candidate.
+        probe_k : int, optional
+            Stage-1 candidates stage 2 probes (default: the searcher's ``probe_k``).
 
         Returns
         -------
@@ -444,57 +566,63 @@ class Searcher:
         Raises
         ------
         TansError
-            If not fitted, ``top_k``/``shortlist`` are not positive, the zoo is empty, or no model
-            fits the budget (the message names the smallest value available).
+            If not fitted, a count is not positive, the zoo is empty, or no model fits the budget
+            (the message names the smallest value available).
         """
         from tans.data import load_dataset
 
         self._check_fitted()
-        for name, value in (("top_k", top_k), ("shortlist", shortlist)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
-                raise TansError(f"{name} must be a positive integer, got {value!r}.")
+        for name, value in (("top_k", top_k), ("shortlist", shortlist), ("probe_k", probe_k)):
+            _check_positive(name, value)
+        budget = {"max_params": max_params, "max_flops": max_flops, "max_latency_ms": max_latency_ms}
+        if constraints is not None and any(v is not None for v in budget.values()):
+            raise TansError("Give the budget either as constraints=Constraints(...) or as max_* keywords, not both.")
+        constraints = constraints or Constraints(**budget)
         if isinstance(dataset, (str, os.PathLike)):
             dataset = load_dataset(str(dataset))
         if not isinstance(dataset, Dataset):
             raise TansError(f"search expects a Dataset or a dataset name/path, got {type(dataset).__name__}.")
         zoo = zoo if isinstance(zoo, Zoo) else Zoo.open(zoo)
-        constraints = constraints or Constraints()
         seconds: dict[str, float] = {}
         start = time.perf_counter()
 
         cache = self._zoo_cache(zoo)
         allowed = require_allowed(constraints, cache.params, cache.flops, cache.latency_ms)
-        q, query_images = self._embed(dataset)
+        sample = query_sample(dataset, per_class=self.per_class, seed=self.seed)
+        q = self._query_embedding(sample.images)
         seconds["encode"] = time.perf_counter() - start
 
         tic = time.perf_counter()
-        size = int(min(shortlist or max(4 * top_k, 20), int(allowed.sum())))
-        size = max(size, min(top_k, int(allowed.sum())))
+        n_allowed = int(allowed.sum())
+        size = max(min(shortlist or max(4 * top_k, 64), n_allowed), min(top_k, n_allowed))
         scores, pos = cache.index.search(q[None], size, allowed_ids=np.flatnonzero(allowed))
         keep = pos[0] >= 0
         sims, pos = scores[0][keep], pos[0][keep]
         seconds["retrieve"] = time.perf_counter() - tic
 
         tic = time.perf_counter()
-        predicted = self.predict(q, cache.embeddings[pos]) if self.use_predictor else None
-        primary = predicted if predicted is not None else sims
-        order = np.lexsort((-sims, -primary))  # by predicted accuracy, then similarity
+        chance = 1.0 / max(dataset.num_classes, 1)
+        stage1 = self.predict(q, cache.embeddings[pos], chance=chance)
+        order = np.lexsort((-sims, -stage1))  # by expected accuracy, then similarity
+        predicted = stage1.astype(np.float64).copy()
         seconds["rerank"] = time.perf_counter() - tic
 
-        logme = None
-        if verify:
+        k = 0 if fast or self.combiner_ is None else min(probe_k or self.probe_k, len(order))
+        probes: dict[str, np.ndarray] = {}
+        top = order[:k]  # stage 2's models, in stage-1 order (the probe scores' order)
+        if k > 0:
             tic = time.perf_counter()
-            logme = self._logme(dataset, [cache.entries[p] for p in pos], zoo, verify_per_class)
-            rank_primary = np.empty(len(pos))
-            rank_primary[order] = np.arange(len(pos))
-            rank_logme = np.empty(len(pos))
-            rank_logme[np.argsort(-logme, kind="stable")] = np.arange(len(pos))
-            order = np.lexsort((-logme, (rank_primary + rank_logme) / 2))  # mean rank, then LogME
-            seconds["verify"] = time.perf_counter() - tic
+            probes, probe_chance = self._probe(dataset, [cache.entries[p].id for p in pos[top]], zoo)
+            fused = self.combiner_.predict(fusion_features(stage1[top], chance, probes, probe_chance))
+            predicted[top] = chance + (1.0 - chance) * fused
+            order = np.concatenate([top[np.lexsort((-stage1[top], -fused))], order[k:]])
+            seconds["probe"] = time.perf_counter() - tic
 
+        probed_at = {int(j): i for i, j in enumerate(top)}
         rows = []
         for rank, j in enumerate(order[:top_k]):
             entry = cache.entries[pos[j]]
+            at = probed_at.get(int(j))
             rows.append(
                 SearchRow(
                     rank=rank + 1,
@@ -502,8 +630,10 @@ class Searcher:
                     arch=entry.arch,
                     task=entry.task,
                     similarity=float(sims[j]),
-                    predicted_acc=None if predicted is None else float(predicted[j]),
-                    logme=None if logme is None else float(logme[j]),
+                    predicted_acc=float(predicted[j]),
+                    stage1_acc=float(stage1[j]),
+                    logme=None if at is None or "logme" not in probes else float(probes["logme"][at]),
+                    ncm=None if at is None or "ncm" not in probes else float(probes["ncm"][at]),
                     source_val_acc=entry.val_acc,
                     params=entry.params,
                     flops=entry.flops,
@@ -514,34 +644,21 @@ class Searcher:
         return SearchResult(
             rows=rows,
             dataset=dataset.name,
-            query_images=query_images,
+            query_images=len(sample),
             constraints=constraints.describe(),
-            candidates=int(allowed.sum()),
+            candidates=n_allowed,
             zoo_size=len(cache.entries),
             shortlist=len(pos),
-            verified=verify,
+            probed=k,
             seconds=seconds,
         )
 
-    @torch.no_grad()
-    def _logme(self, dataset: Dataset, entries: Sequence[ZooEntry], zoo: Zoo, per_class: int) -> np.ndarray:
-        """LogME of each entry's pre-logit features on a class-balanced sample of ``dataset``."""
-        from tans.space.registry import create_model
-        from tans.training.loop import to_input
+    def _probe(self, dataset: Dataset, ids: list[str], zoo: Zoo) -> tuple[dict[str, np.ndarray], float]:
+        """Stage 2's probe scores of ``ids`` (in the given order) and the probe sample's chance level."""
+        from tans.searcher.probe import probe_scores
 
-        sample = query_sample(dataset, per_class=per_class, seed=self.seed)
-        images, fmt = sample.images, zoo.working_format
-        if images.shape[1:] != (fmt.size, fmt.size, fmt.channels):
-            images = resize_images(images, fmt.size, fmt.channels)
-        x = to_input(images)
-        out = np.empty(len(entries))
-        for i, entry in enumerate(entries):
-            model = create_model(entry.arch, num_classes=entry.num_classes)
-            model.load_state_dict(zoo.load_state_dict(entry.id))
-            model.eval()
-            feats = model.forward_head(model.forward_features(x), pre_logits=True)
-            out[i] = logme_score(feats.reshape(len(x), -1).double().numpy(), sample.labels)
-        return out
+        found = probe_scores(zoo, ids, dataset, per_class=self.probe_per_class, seed=self.seed, scores=self.combiner_.scores)
+        return {name: np.asarray(found.scores[name], dtype=np.float64) for name in self.combiner_.scores}, found.chance
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -564,16 +681,22 @@ class Searcher:
         from tans import __version__
 
         self._check_fitted()
+        sources = sorted(self.source_embeddings_)
         config = {
             "tans_version": __version__,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "params": self.get_params(),
+            "params": {k: list(v) if isinstance(v, tuple) else v for k, v in self.get_params().items()},
             "extractor": self.extractor_.config(),
             "meta_train": self.result_.to_dict(),
+            "records": self.records_,
+            "combiner": None if self.combiner_ is None else self.combiner_.to_dict(),
+            "source_fingerprints": sources,
             "zoo": self.zoo_info_,
         }
         tensors = {f"extractor.{k}": v for k, v in self.extractor_.state_dict().items()}
         tensors.update({f"net.{k}": v for k, v in self.net_.state_dict().items()})
+        if sources:
+            tensors["sources.embeddings"] = torch.from_numpy(np.stack([self.source_embeddings_[fp] for fp in sources]))
         return save_artifact(path, config, tensors)
 
     @classmethod
@@ -587,35 +710,38 @@ class Searcher:
         """
         config, tensors = load_artifact(path)
         try:
-            # image_size was a setting before the zoo recorded its own working format
-            searcher = cls(**{k: v for k, v in config["params"].items() if k != "image_size"})
+            params = dict(config["params"])
+            params["probe_scores"] = tuple(params.get("probe_scores", ()))
+            searcher = cls(**params)
             ext_cfg = dict(config["extractor"])
             ext_state = {k[len("extractor.") :]: v for k, v in tensors.items() if k.startswith("extractor.")}
             extractor = make_extractor(ext_cfg.pop("name"), state_dict=ext_state or None, **ext_cfg)
-            net = SearcherNet(
-                extractor.dim, searcher.embed_dim, set_encoder=searcher.set_encoder, use_functional=searcher.use_functional
-            )
+            net = searcher._new_net(extractor.dim)
             net.load_state_dict({k[len("net.") :]: v for k, v in tensors.items() if k.startswith("net.")})
-        except (KeyError, TypeError, RuntimeError) as exc:
+            fps = config["source_fingerprints"]
+            matrix = tensors["sources.embeddings"].numpy() if fps else np.zeros((0, searcher.embed_dim), np.float32)
+            if len(matrix) != len(fps):
+                raise KeyError("sources.embeddings does not match source_fingerprints")
+            combiner = ProbeCombiner.from_dict(config["combiner"]) if config.get("combiner") else None
+        except (KeyError, TypeError, RuntimeError, ValueError) as exc:
             raise TansError(f"The searcher at '{path}' is inconsistent ({type(exc).__name__}: {exc}); re-run `tans meta-train`.") from None
         searcher.extractor_ = extractor
         searcher.net_ = net.eval()
+        searcher.combiner_ = combiner
+        searcher.source_embeddings_ = {fp: matrix[i] for i, fp in enumerate(fps)}
         meta = config.get("meta_train", {})
         searcher.result_ = MetaTrainResult(
             history=[_epoch_from_dict(h) for h in meta.get("history", [])],
             best_epoch=meta.get("best_epoch", 0),
-            train_tasks=meta.get("train_tasks", []),
-            val_tasks=meta.get("val_tasks", []),
+            train_targets=meta.get("train_targets", []),
+            val_targets=meta.get("val_targets", []),
             seconds=meta.get("seconds", 0.0),
+            stopped_early=meta.get("stopped_early", False),
         )
-        searcher.train_tasks_ = list(searcher.result_.train_tasks)
-        searcher.val_tasks_ = list(searcher.result_.val_tasks)
+        searcher.records_ = config.get("records", {})
         searcher.zoo_info_ = config.get("zoo", {})
         return searcher
 
 
 def _epoch_from_dict(values: dict) -> EpochLog:
-    values = dict(values)
-    values["recall"] = {int(k): (math.nan if v is None else v) for k, v in values.get("recall", {}).items()}
-    values = {k: (math.nan if v is None else v) for k, v in values.items()}
-    return EpochLog(**values)
+    return EpochLog(**{k: (math.nan if v is None else v) for k, v in values.items()})

@@ -1,11 +1,13 @@
 """Move zoo entries between machines as one tar archive.
 
-An archive holds exactly ``manifest.json`` (format, version, the zoo's working format, the entries
-as JSON) and one
+An archive holds exactly ``manifest.json`` (format, version, the zoo's working format, the entries,
+their transfer records and the references of their tasks, as JSON) and one
 ``weights/<id>.safetensors`` per entry. Import trusts nothing in it: every member name and type is
 checked before anything is read, every weights file must match the manifest's sha256 and parse as
-safetensors, and only then are the entries added (append-only: ids already in the zoo are
-skipped). Nothing is ever extracted to disk by the tar module, and nothing is unpickled.
+safetensors, every record must be valid and belong to a model of the archive or of the zoo, and
+only then are the entries, tasks and records added (append-only: ids already in the zoo are
+skipped). Nothing is ever extracted to disk by the tar module, and nothing is unpickled. Archives
+of version 1 (entries only) are still read.
 """
 
 from __future__ import annotations
@@ -25,12 +27,15 @@ from typing import Any
 from tans._errors import TansError
 from tans.data.transforms import WorkingFormat
 from tans.zoo.entry import ZooEntry
+from tans.zoo.records import TaskRef, TransferRecord
 from tans.zoo.store import SCHEMA_VERSION, WEIGHTS_DIR, WEIGHTS_SUFFIX, Zoo, check_safetensors
 
 __all__ = ["export_zoo", "import_zoo", "ImportReport", "ARCHIVE_FORMAT"]
 
 ARCHIVE_FORMAT = "tans-zoo-archive"
-ARCHIVE_VERSION = 1
+ARCHIVE_VERSION = 2
+# Versions import reads: 1 carried entries only, 2 adds transfer records and task references.
+READABLE_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 # A manifest is metadata only; anything larger is not one of ours.
 MAX_MANIFEST_BYTES = 256 << 20
@@ -49,24 +54,40 @@ class ImportReport:
         Ids added to the zoo.
     skipped : tuple of str
         Ids already in the zoo (left untouched).
+    records_added : int
+        Transfer records added (records already in the zoo are not counted).
     """
 
     added: tuple[str, ...] = ()
     skipped: tuple[str, ...] = ()
+    records_added: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
-        return {"added": list(self.added), "skipped": list(self.skipped)}
+        return {"added": list(self.added), "skipped": list(self.skipped), "records_added": self.records_added}
 
     def summary(self) -> str:
         """One line for people."""
-        return f"imported {len(self.added)} entries, skipped {len(self.skipped)} already present"
+        return (
+            f"imported {len(self.added)} entries, skipped {len(self.skipped)} already present, "
+            f"added {self.records_added} transfer records"
+        )
+
+
+@dataclass(frozen=True)
+class _Manifest:
+    """The validated content of ``manifest.json``."""
+
+    entries: list[ZooEntry]
+    working_format: WorkingFormat
+    records: list[TransferRecord]
+    tasks: list[TaskRef]
 
 
 def export_zoo(
     zoo: Zoo, out_path: str | os.PathLike[str], *, ids: Iterable[str] | None = None
 ) -> Path:
-    """Write entries and their weights into one tar archive.
+    """Write entries, their weights, their transfer records and their tasks into one tar archive.
 
     Parameters
     ----------
@@ -76,7 +97,8 @@ def export_zoo(
         The archive to write (conventionally ``*.tar``); written to a temporary name first and
         moved into place when complete.
     ids : iterable of str, optional
-        The entries to export; all by default.
+        The entries to export; all by default. Only the transfer records of these entries, and
+        the tasks their entries and records refer to, go with them.
 
     Returns
     -------
@@ -91,12 +113,18 @@ def export_zoo(
     """
     out = Path(out_path).expanduser()
     entries = zoo.entries() if ids is None else [zoo.get(i) for i in dict.fromkeys(ids)]
+    chosen = {e.id for e in entries}
+    records = [r for r in zoo.transfers() if r.model_id in chosen]
+    used = {e.task_fingerprint for e in entries} | {r.target_fingerprint for r in records}
+    tasks = [t for t in zoo.tasks().values() if ids is None or t.fingerprint in used]
     manifest = {
         "format": ARCHIVE_FORMAT,
         "version": ARCHIVE_VERSION,
         "schema_version": SCHEMA_VERSION,
         "working_format": {"size": zoo.working_format.size, "channels": zoo.working_format.channels},
         "entries": [e.to_dict() for e in entries],
+        "transfers": [r.to_dict() for r in records],
+        "tasks": [t.to_dict() for t in tasks],
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
@@ -167,7 +195,7 @@ def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
         return fh.read()
 
 
-def _read_manifest(tar: tarfile.TarFile, member: tarfile.TarInfo, archive: Path) -> tuple[list[ZooEntry], WorkingFormat]:
+def _read_manifest(tar: tarfile.TarFile, member: tarfile.TarInfo, archive: Path) -> _Manifest:
     if member.size > MAX_MANIFEST_BYTES:
         raise TansError(
             f"refusing archive {archive}: {MANIFEST} is {member.size} bytes, too large for metadata."
@@ -181,15 +209,23 @@ def _read_manifest(tar: tarfile.TarFile, member: tarfile.TarInfo, archive: Path)
             f"refusing archive {archive}: expected a {MANIFEST} with format {ARCHIVE_FORMAT!r}, got "
             f"{manifest.get('format') if isinstance(manifest, dict) else type(manifest).__name__!r}."
         )
-    if manifest.get("version") != ARCHIVE_VERSION or not isinstance(manifest.get("entries"), list):
+    if manifest.get("version") not in READABLE_VERSIONS or not isinstance(manifest.get("entries"), list):
         raise TansError(
-            f"refusing archive {archive}: expected archive version {ARCHIVE_VERSION} with a list of "
-            f"entries, got version {manifest.get('version')!r}; export it again with this tans."
+            f"refusing archive {archive}: expected archive version {' or '.join(map(str, READABLE_VERSIONS))} "
+            f"with a list of entries, got version {manifest.get('version')!r}; export it again with this tans."
         )
+    for key in ("transfers", "tasks"):
+        if not isinstance(manifest.get(key, []), list):
+            raise TansError(
+                f"refusing archive {archive}: expected {key!r} in {MANIFEST} as a list, got "
+                f"{type(manifest[key]).__name__}; export it again with this tans."
+            )
     try:
         entries = [ZooEntry.from_dict(e) for e in manifest["entries"]]
+        records = [TransferRecord.from_dict(r) for r in manifest.get("transfers", [])]
+        tasks = [TaskRef.from_dict(t) for t in manifest.get("tasks", [])]
     except (TypeError, ValueError) as exc:
-        raise TansError(f"refusing archive {archive}: a manifest entry is malformed ({exc}).") from None
+        raise TansError(f"refusing archive {archive}: a manifest entry, record or task is malformed ({exc}).") from None
     except TansError as exc:
         raise TansError(f"refusing archive {archive}: {exc}") from None
     fmt = manifest.get("working_format", {"size": 32, "channels": 3})  # older archives: the 32x32 RGB default
@@ -201,11 +237,11 @@ def _read_manifest(tar: tarfile.TarFile, member: tarfile.TarInfo, archive: Path)
         ) from None
     except TansError as exc:
         raise TansError(f"refusing archive {archive}: {exc}") from None
-    return entries, working_format
+    return _Manifest(entries, working_format, records, tasks)
 
 
 def import_zoo(zoo: Zoo, archive_path: str | os.PathLike[str]) -> ImportReport:
-    """Add the entries of an archive made by :func:`export_zoo` to ``zoo``.
+    """Add the entries, transfer records and tasks of an archive made by :func:`export_zoo` to ``zoo``.
 
     The whole archive is validated before anything is added; any problem refuses all of it.
 
@@ -219,7 +255,7 @@ def import_zoo(zoo: Zoo, archive_path: str | os.PathLike[str]) -> ImportReport:
     Returns
     -------
     ImportReport
-        Which ids were added and which were already present.
+        Which ids were added and which were already present, and how many records were new.
 
     Raises
     ------
@@ -227,8 +263,10 @@ def import_zoo(zoo: Zoo, archive_path: str | os.PathLike[str]) -> ImportReport:
         When the archive is not a tar file; holds a member other than ``manifest.json`` and
         ``weights/<id>.safetensors`` regular files (absolute paths, ``..``, links, devices,
         pickles...); its manifest and weights files do not correspond; a weights file does not
-        match its sha256 or does not parse as safetensors; an id in it is already stored in
-        ``zoo`` for a different build unit; or ``zoo`` holds networks of another working format.
+        match its sha256 or does not parse as safetensors; a transfer record or task is malformed
+        (accuracies must be finite fractions) or a record's model is neither in the archive nor in
+        ``zoo``; an id in it is already stored in ``zoo`` for a different build unit or fine-tune;
+        or ``zoo`` holds networks of another working format.
     """
     archive = Path(archive_path).expanduser()
     if not archive.is_file():
@@ -244,7 +282,8 @@ def import_zoo(zoo: Zoo, archive_path: str | os.PathLike[str]) -> ImportReport:
             raise TansError(f"refusing archive {archive}: it is damaged ({exc}).") from None
         weights = _check_members(members, archive)
         manifest_member = next(m for m in members if m.isfile() and m.name.removeprefix("./") == MANIFEST)
-        entries, working_format = _read_manifest(tar, manifest_member, archive)
+        manifest = _read_manifest(tar, manifest_member, archive)
+        entries, working_format = manifest.entries, manifest.working_format
 
         ids = [e.id for e in entries]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
@@ -256,6 +295,8 @@ def import_zoo(zoo: Zoo, archive_path: str | os.PathLike[str]) -> ImportReport:
                 f"ids {dupes}, entries without weights {no_weights}, weights without entry "
                 f"{no_entry}); export it again."
             )
+
+        _check_records(zoo, manifest.records, set(ids), archive)
 
         # first pass: check everything, so a bad archive adds nothing
         skipped = []
@@ -278,7 +319,32 @@ def import_zoo(zoo: Zoo, archive_path: str | os.PathLike[str]) -> ImportReport:
             _check_weights(entry, data, archive)
             zoo._add_serialized(entry, data)
             added.append(entry.id)
-    return ImportReport(added=tuple(added), skipped=tuple(skipped))
+    zoo._register_tasks(manifest.tasks)  # the zoo's own reference of a task stays
+    records_added = zoo.add_transfers(manifest.records)  # one transaction; re-imports add nothing
+    return ImportReport(added=tuple(added), skipped=tuple(skipped), records_added=records_added)
+
+
+def _check_records(zoo: Zoo, records: list[TransferRecord], archive_ids: set[str], archive: Path) -> None:
+    """Refuse duplicate records, records of unknown models and ids stored for another fine-tune."""
+    seen: set[str] = set()
+    for record in records:
+        if record.id in seen:
+            raise TansError(f"refusing archive {archive}: transfer record {record.id} appears twice; export it again.")
+        seen.add(record.id)
+        if record.model_id not in archive_ids and record.model_id not in zoo:
+            raise TansError(
+                f"refusing archive {archive}: transfer record {record.id} is of model {record.model_id!r}, which "
+                "is neither in the archive nor in the zoo; export the model together with its records."
+            )
+    stored = zoo.transfer_ids()
+    for record in records:
+        if record.id in stored:
+            existing = zoo._get_transfer(record.id)
+            if existing is not None and not existing.same_run(record):
+                raise TansError(
+                    f"refusing archive {archive}: transfer record id {record.id} is already stored in the zoo "
+                    "for another fine-tune; the archive was assembled wrongly."
+                )
 
 
 def _check_weights(entry: ZooEntry, data: bytes, archive: Path) -> None:

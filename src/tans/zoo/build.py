@@ -2,10 +2,11 @@
 
 A build is a list of independent units. Each unit trains one architecture on one task, measures
 its cost and functional embedding, and returns an entry plus its weights; the driver alone writes
-them to the zoo, so the same unit function serves a local process pool and Ray tasks on a cluster
-(whose workers may not share the zoo's file system). Unit ids are derived from their content
-(:func:`tans.zoo.entry.unit_key`), so a build started again skips what is already stored: a build
-killed at any moment resumes with no duplicate and no half-written entry.
+them to the zoo, with a reference to each task (so the zoo can load it again), so the same unit
+function serves a local process pool and Ray tasks on a cluster (whose workers may not share the
+zoo's file system). Unit ids are derived from their content (:func:`tans.zoo.entry.unit_key`), so
+a build started again skips what is already stored: a build killed at any moment resumes with no
+duplicate and no half-written entry.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from typing import Any
 import numpy as np
 
 from tans._errors import TansError, did_you_mean
-from tans._parallel import map_unordered
+from tans._parallel import map_unordered, ray_map
 from tans.data.transforms import WorkingFormat
 from tans.training.recipe import Recipe
 from tans.zoo.entry import ZooEntry, unit_key
+from tans.zoo.records import TaskRef
 from tans.zoo.store import Zoo
 
 __all__ = ["BuildConfig", "BuildUnit", "BuildReport", "plan_units", "build_zoo", "train_unit"]
@@ -202,17 +204,31 @@ def _spread(pool_size: int, per_task: int, task_index: int) -> list[int]:
 
 def plan_units(config: BuildConfig) -> list[BuildUnit]:
     """Every unit of the build, in a deterministic order (tasks are loaded to fingerprint them)."""
+    return _plan(config)[0]
+
+
+def _plan(config: BuildConfig) -> tuple[list[BuildUnit], dict[str, TaskRef]]:
+    """The units of :func:`plan_units`, and a reference to each task keyed by its fingerprint."""
     from tans.data import load_dataset
 
     pool = _arch_pool(config)
-    units = []
+    units, tasks = [], {}
     for t, task in enumerate(config.tasks):
-        fingerprint = load_dataset(task).fingerprint
+        dataset = load_dataset(task)
+        fingerprint = dataset.fingerprint
+        tasks[fingerprint] = _task_ref(task, dataset)
         for a in _spread(len(pool), config.archs_per_task, t):
             for seed in config.seeds:
                 uid = unit_key(pool[a], fingerprint, _recipe_record(config, pool[a], seed), seed)
                 units.append(BuildUnit(id=uid, task=task, task_fingerprint=fingerprint, arch=pool[a], seed=seed))
-    return units
+    return units, tasks
+
+
+def _task_ref(task: str, dataset: Any) -> TaskRef:
+    """How the zoo loads ``task`` again: by its built-in name, or by its absolute path."""
+    if Path(task).expanduser().exists():  # loaded from a path: a built-in name only if the data is identical
+        return TaskRef.from_dataset(dataset)
+    return TaskRef(dataset.name, dataset.fingerprint, dataset.family, task, dataset.num_classes)
 
 
 def _recipe_record(config: BuildConfig, arch: str, seed: int) -> dict[str, Any]:
@@ -333,8 +349,13 @@ def build_zoo(
     zoo = zoo if isinstance(zoo, Zoo) else Zoo.create(zoo)
     zoo.record_working_format(config.working_format)
     start = time.perf_counter()
-    units = plan_units(config)
+    units, tasks = _plan(config)
     stored = set(zoo.ids())
+    registered = set(zoo.tasks())
+    for fingerprint in dict.fromkeys(u.task_fingerprint for u in units if u.id in stored):
+        if fingerprint not in registered:  # entries of an older build: remember their task now
+            zoo.register_task(tasks[fingerprint])
+            registered.add(fingerprint)
     todo = [u for u in units if u.id not in stored][:max_units]
     report = BuildReport(planned=len(units), skipped=sum(u.id in stored for u in units))
     if on_plan is not None:
@@ -342,7 +363,7 @@ def build_zoo(
 
     if ray_address is not None:
         report.executor = f"ray ({ray_address})"
-        results = _run_ray(todo, config, ray_address)
+        results = ray_map(_safe_train_unit, todo, config, address=ray_address)
     else:
         workers = workers or os.cpu_count() or 1
         report.workers = min(workers, max(len(todo), 1))
@@ -353,6 +374,9 @@ def build_zoo(
         if output is not None:
             entry, weights, images = output
             zoo.add(entry, weights)
+            if unit.task_fingerprint not in registered:  # the driver alone writes the zoo
+                zoo.register_task(tasks[unit.task_fingerprint])
+                registered.add(unit.task_fingerprint)
             report.built.append(unit.id)
             report.train_images += images
         else:
@@ -362,33 +386,3 @@ def build_zoo(
             progress(report, unit, failure)
     report.seconds = time.perf_counter() - start
     return report
-
-
-def _run_ray(units: list[BuildUnit], config: BuildConfig, address: str) -> Iterator:
-    try:
-        import ray
-    except ImportError:
-        raise TansError("Ray is not installed; run: pip install 'ray[default]' (or pip install -e '.[ray]').") from None
-    if not ray.is_initialized():
-        try:
-            if address == "local":
-                ray.init(include_dashboard=False, log_to_driver=False)
-            else:
-                ray.init(address=address, log_to_driver=False)
-        except ConnectionError as exc:
-            raise TansError(
-                f"Could not join a Ray cluster at '{address}' ({exc}); start one with 'ray start --head' "
-                "or pass --ray local."
-            ) from None
-    remote = ray.remote(num_cpus=1)(_ray_unit)
-    pending = [remote.remote(unit, config) for unit in units]
-    while pending:
-        done, pending = ray.wait(pending, num_returns=1)
-        yield ray.get(done[0])
-
-
-def _ray_unit(unit: BuildUnit, config: BuildConfig):
-    import torch
-
-    torch.set_num_threads(1)  # one Ray CPU, one thread
-    return _safe_train_unit(unit, config)

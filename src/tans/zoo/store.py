@@ -5,6 +5,10 @@ Layout::
     <zoo>/zoo.sqlite                    metadata (schema version in table zoo_meta, WAL journal)
     <zoo>/weights/<id>.safetensors      weights, tensor names as in the model's state dict
 
+The database holds the entries, the transfer records (fine-tunes of entries on target tasks, see
+:mod:`tans.zoo.records`) and a reference to every task the zoo knows (how to load it again). A
+zoo of schema version 1 (no records, no tasks) is upgraded in place when opened.
+
 Crash safety. :meth:`Zoo.add` writes the weights to a temporary file in ``weights/``, fsyncs it,
 then, holding SQLite's write lock, moves it into place with ``os.replace`` and inserts the row in
 the same transaction. A process killed at any moment leaves either a complete entry or no row
@@ -15,6 +19,8 @@ Append-only. Adding an id that is already stored is a no-op that returns the sto
 when accuracy or latency differ (a re-run re-measures them; the first result stays). If the
 stored entry describes a different build unit (other arch, task, recipe or seed) the add is
 refused with a :class:`~tans.TansError`, since that means two different networks share an id.
+Transfer records follow the same rule (:meth:`Zoo.add_transfer`), and each batch of them is
+written in one transaction.
 
 Concurrency. Writers serialise on SQLite's lock (``BEGIN IMMEDIATE`` with a busy timeout, so a
 second builder waits instead of failing); readers never block in WAL mode. WAL needs a local
@@ -32,22 +38,28 @@ import sqlite3
 import struct
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tans._errors import TansError, did_you_mean
 from tans.data.transforms import WorkingFormat
 from tans.zoo.entry import ID_PATTERN, ZooEntry
+from tans.zoo.records import TaskRef, TransferRecord
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from tans.data.dataset import Dataset
 
 __all__ = ["Zoo", "VerifyReport", "SCHEMA_VERSION", "DB_NAME", "WEIGHTS_DIR"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_NAME = "zoo.sqlite"
 WEIGHTS_DIR = "weights"
 WEIGHTS_SUFFIX = ".safetensors"
@@ -56,7 +68,7 @@ ZOO_FORMAT = "tans-zoo"
 # Writers wait this long for the lock before giving up (a long build may hold many writers).
 BUSY_TIMEOUT_S = 120.0
 
-_SCHEMA = """
+_SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS zoo_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS entries (
     id TEXT PRIMARY KEY,
@@ -87,12 +99,53 @@ CREATE INDEX IF NOT EXISTS entries_family ON entries(task_family);
 CREATE INDEX IF NOT EXISTS entries_params ON entries(params);
 """
 
+# Version 2: transfer records and task references.
+_SCHEMA_V2 = """
+CREATE TABLE IF NOT EXISTS transfers (
+    id TEXT PRIMARY KEY,
+    model_id TEXT NOT NULL,
+    target TEXT NOT NULL,
+    target_fingerprint TEXT NOT NULL,
+    target_family TEXT NOT NULL,
+    num_classes INTEGER NOT NULL,
+    recipe TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    val_acc REAL NOT NULL,
+    test_acc REAL NOT NULL,
+    chance_acc REAL NOT NULL,
+    curve TEXT NOT NULL,
+    train_images INTEGER NOT NULL,
+    seconds REAL NOT NULL,
+    origin TEXT NOT NULL,
+    created TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS transfers_model ON transfers(model_id);
+CREATE INDEX IF NOT EXISTS transfers_target ON transfers(target);
+CREATE TABLE IF NOT EXISTS tasks (
+    fingerprint TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    family TEXT NOT NULL,
+    source TEXT NOT NULL,
+    num_classes INTEGER NOT NULL
+);
+"""
+
+_SCHEMA = _SCHEMA_V1 + _SCHEMA_V2
+# What upgrades a zoo of schema version v to v + 1.
+_MIGRATIONS = {1: _SCHEMA_V2}
+
 # Column order of the entries table (the embedding is stored as blob + dim).
 _COLUMNS = (
     "id", "arch", "task", "task_fingerprint", "task_family", "num_classes", "recipe", "seed",
     "val_acc", "test_acc", "chance_acc", "flagged", "params", "flops", "latency_ms",
     "latency_threads", "machine", "embedding", "embedding_dim", "weights_file", "sha256", "created",
 )  # fmt: skip
+# Column order of the transfers table (the curve is stored as JSON text).
+_TRANSFER_COLUMNS = (
+    "id", "model_id", "target", "target_fingerprint", "target_family", "num_classes", "recipe", "seed",
+    "val_acc", "test_acc", "chance_acc", "curve", "train_images", "seconds", "origin", "created",
+)  # fmt: skip
+_TASK_COLUMNS = ("fingerprint", "name", "family", "source", "num_classes")
 
 
 @dataclass(frozen=True)
@@ -369,6 +422,8 @@ class Zoo:
             if create:
                 self._create_schema(conn)
             version = self._read_version(conn)
+            if version < SCHEMA_VERSION and version in _MIGRATIONS:
+                version = self._migrate(conn)
         except sqlite3.DatabaseError as exc:
             if conn is not None:
                 conn.close()
@@ -400,6 +455,29 @@ class Zoo:
             # OR IGNORE: a second builder creating the same zoo at once keeps the first's values
             meta = {"format": ZOO_FORMAT, "schema_version": str(SCHEMA_VERSION), "created": _utc_now()}
             conn.executemany("INSERT OR IGNORE INTO zoo_meta VALUES (?, ?)", meta.items())
+
+    def _migrate(self, conn: sqlite3.Connection) -> int:
+        """Upgrade an older schema in place, in one write transaction; return the new version.
+
+        A second process opening the zoo at the same moment waits for the lock, then finds the
+        upgrade done (the version is read again under the lock).
+        """
+        try:
+            with _write_transaction(conn):
+                version = self._read_version(conn)
+                while version < SCHEMA_VERSION and version in _MIGRATIONS:
+                    for statement in _MIGRATIONS[version].split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    version += 1
+                    conn.execute("UPDATE zoo_meta SET value = ? WHERE key = 'schema_version'", (str(version),))
+        except sqlite3.OperationalError as exc:
+            raise TansError(
+                f"the zoo at {self.path} has an older schema and must be upgraded to version "
+                f"{SCHEMA_VERSION} in place, which failed ({exc}); open it once with write access "
+                "to zoo.sqlite and its directory."
+            ) from None
+        return version
 
     def _read_version(self, conn: sqlite3.Connection) -> int:
         try:
@@ -769,6 +847,289 @@ class Zoo:
         data = self.read_weights(entry_id)  # hash and parse the same bytes: no check-then-swap gap
         tensors = load(data)
         return {k: v.to(device) for k, v in tensors.items()} if device != "cpu" else tensors
+
+    # -- transfer records ----------------------------------------------------------------------
+
+    def add_transfer(self, record: TransferRecord) -> bool:
+        """Store one transfer record (append-only).
+
+        Parameters
+        ----------
+        record : TransferRecord
+            The record; ``created`` is filled in when empty.
+
+        Returns
+        -------
+        bool
+            True when it was stored; False when its id is already stored (the stored record
+            stays: a re-run never replaces a result).
+
+        Raises
+        ------
+        TansError
+            When ``record.model_id`` is not an entry of this zoo, or the id is already stored for
+            another fine-tune (other model, target, recipe or seed).
+        """
+        return self.add_transfers([record]) == 1
+
+    def add_transfers(self, records: Iterable[TransferRecord]) -> int:
+        """Store many transfer records in one transaction: all of them or, on an error, none.
+
+        Parameters
+        ----------
+        records : iterable of TransferRecord
+            Records whose ids are already stored are skipped.
+
+        Returns
+        -------
+        int
+            How many were new.
+
+        Raises
+        ------
+        TansError
+            As :meth:`add_transfer`, for any of the records.
+        """
+        records = list(records)
+        bad = [type(r).__name__ for r in records if not isinstance(r, TransferRecord)]
+        if bad:
+            raise TansError(f"expected TransferRecord objects, got {bad[0]}; build one with TransferRecord(...).")
+        if not records:
+            return 0
+        conn, now, added = self._connect(), _utc_now(), 0
+        insert = (
+            f"INSERT INTO transfers ({', '.join(_TRANSFER_COLUMNS)}) "
+            f"VALUES ({', '.join('?' * len(_TRANSFER_COLUMNS))})"
+        )
+        with _write_transaction(conn):  # a kill -9 leaves every row of the batch or none
+            for model_id in dict.fromkeys(r.model_id for r in records):
+                if conn.execute("SELECT 1 FROM entries WHERE id = ?", (model_id,)).fetchone() is None:
+                    raise TansError(
+                        f"transfer record for model {model_id!r}: no such entry in the zoo at {self.path} "
+                        f"({len(self)} entries); add or import the model first."
+                        f"{did_you_mean(model_id, self.ids())}"
+                    )
+            for record in records:
+                existing = self._get_transfer(record.id)
+                if existing is not None:
+                    if not existing.same_run(record):
+                        raise TansError(
+                            f"transfer record id {record.id} is already stored for another fine-tune "
+                            f"(model {existing.model_id} on {existing.target}, seed {existing.seed}); "
+                            "leave the id empty to derive it from the run."
+                        )
+                    continue
+                conn.execute(insert, self._transfer_row(replace(record, created=record.created or now)))
+                added += 1
+        return added
+
+    @staticmethod
+    def _transfer_row(record: TransferRecord) -> tuple[Any, ...]:
+        values = {name: getattr(record, name) for name in _TRANSFER_COLUMNS}
+        values["curve"] = json.dumps(list(record.curve), allow_nan=False)
+        return tuple(values[name] for name in _TRANSFER_COLUMNS)
+
+    @staticmethod
+    def _transfer_from_row(row: tuple[Any, ...]) -> TransferRecord:
+        values = dict(zip(_TRANSFER_COLUMNS, row))
+        values["curve"] = tuple(json.loads(values["curve"]))
+        return TransferRecord(**values)
+
+    def _get_transfer(self, record_id: str) -> TransferRecord | None:
+        row = self._connect().execute(
+            f"SELECT {', '.join(_TRANSFER_COLUMNS)} FROM transfers WHERE id = ?", (record_id,)
+        ).fetchone()
+        return None if row is None else self._transfer_from_row(row)
+
+    def transfers(
+        self, *, model_id: str | None = None, target: str | None = None, family: str | None = None
+    ) -> list[TransferRecord]:
+        """Transfer records that meet every given filter, in insertion order.
+
+        Parameters
+        ----------
+        model_id : str, optional
+            Only fine-tunes of this entry.
+        target : str, optional
+            Only fine-tunes on the target task of this name.
+        family : str, optional
+            Only fine-tunes on targets of this family.
+
+        Returns
+        -------
+        list of TransferRecord
+        """
+        clauses, args = [], []
+        for column, value in (("model_id", model_id), ("target", target), ("target_family", family)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        where = " WHERE " + " AND ".join(clauses) if clauses else ""
+        rows = self._connect().execute(
+            f"SELECT {', '.join(_TRANSFER_COLUMNS)} FROM transfers{where} ORDER BY rowid", args
+        ).fetchall()
+        return [self._transfer_from_row(r) for r in rows]
+
+    def transfer_ids(self) -> set[str]:
+        """Ids of every stored transfer record."""
+        return {r[0] for r in self._connect().execute("SELECT id FROM transfers")}
+
+    def transfer_count(self) -> int:
+        """Number of stored transfer records."""
+        return self._connect().execute("SELECT COUNT(*) FROM transfers").fetchone()[0]
+
+    # -- tasks ---------------------------------------------------------------------------------
+
+    def register_task(self, ref: TaskRef) -> None:
+        """Remember how to load a task (the first reference stored for a fingerprint stays).
+
+        Parameters
+        ----------
+        ref : TaskRef
+            Name, fingerprint, family, source and class count of the task.
+        """
+        self._register_tasks([ref])
+
+    def _register_tasks(self, refs: Iterable[TaskRef]) -> None:
+        refs = list(refs)
+        bad = [type(r).__name__ for r in refs if not isinstance(r, TaskRef)]
+        if bad:
+            raise TansError(f"expected TaskRef objects, got {bad[0]}; build one with TaskRef.from_dataset(dataset).")
+        if not refs:
+            return
+        conn = self._connect()
+        with _write_transaction(conn):
+            conn.executemany(
+                f"INSERT OR IGNORE INTO tasks ({', '.join(_TASK_COLUMNS)}) VALUES ({', '.join('?' * len(_TASK_COLUMNS))})",
+                [tuple(getattr(r, c) for c in _TASK_COLUMNS) for r in refs],
+            )
+
+    def tasks(self) -> dict[str, TaskRef]:
+        """Every task reference, keyed by fingerprint, in the order they were registered."""
+        rows = self._connect().execute(f"SELECT {', '.join(_TASK_COLUMNS)} FROM tasks ORDER BY rowid").fetchall()
+        return {r[0]: TaskRef(**dict(zip(_TASK_COLUMNS, r))) for r in rows}
+
+    def load_task(self, fingerprint_or_name: str) -> Dataset:
+        """Load a task this zoo knows, checking that its data is still what the zoo recorded.
+
+        Parameters
+        ----------
+        fingerprint_or_name : str
+            A task fingerprint (or a unique prefix of at least 8 characters), or a task name.
+
+        Returns
+        -------
+        Dataset
+            Loaded with :func:`tans.data.load_dataset` from the task's recorded source; without a
+            recorded source (zoos made before task references existed), by the name of the entry
+            or transfer record's task.
+
+        Raises
+        ------
+        TansError
+            When the zoo knows no such task, a name is ambiguous, the source cannot be loaded any
+            more (e.g. the dataset folder moved), or the loaded data has another fingerprint.
+        """
+        from tans.data import load_dataset
+
+        name, fingerprint, source = self._find_task(fingerprint_or_name)
+        try:
+            dataset = load_dataset(source)
+        except TansError as exc:
+            if os.path.isabs(source) and not os.path.exists(source):
+                raise TansError(
+                    f"cannot load task {name!r} of the zoo at {self.path}: it was recorded at {source}, "
+                    f"which no longer exists; put the dataset back there or link it (ln -s NEW_PATH {source})."
+                ) from None
+            raise TansError(f"cannot load task {name!r} of the zoo at {self.path} from {source!r}: {exc}") from None
+        if dataset.fingerprint != fingerprint:
+            raise TansError(
+                f"task {name!r} loaded from {source!r} has changed since the zoo recorded it: fingerprint "
+                f"{dataset.fingerprint[:12]}... instead of {fingerprint[:12]}...; restore the original data, "
+                "or treat the new data as a new task (its own fingerprint)."
+            )
+        return dataset
+
+    def _find_task(self, key: str) -> tuple[str, str, str]:
+        """``(name, fingerprint, source)`` of a task given by fingerprint, fingerprint prefix or name."""
+        if not isinstance(key, str) or not key:
+            raise TansError(f"expected a task fingerprint or name, got {key!r}.")
+        refs = [(r.name, r.fingerprint, r.source) for r in self.tasks().values()]
+        matches = [r for r in refs if r[1] == key] or [r for r in refs if r[0] == key]
+        if not matches and len(key) >= 8:
+            matches = [r for r in refs if r[1].startswith(key)]
+        conn = self._connect()
+        if not matches:  # no reference (a zoo upgraded from version 1): load the task by its name
+            rows = conn.execute(
+                "SELECT task, task_fingerprint FROM entries WHERE task = ?1 OR task_fingerprint = ?1 "
+                "UNION SELECT target, target_fingerprint FROM transfers WHERE target = ?1 OR target_fingerprint = ?1",
+                (key,),
+            ).fetchall()
+            matches = [(name, fp, name) for name, fp in sorted(set(rows))]
+        if not matches:
+            known = sorted({r[0] for r in refs} | {t for (t,) in conn.execute("SELECT DISTINCT task FROM entries")})
+            raise TansError(
+                f"the zoo at {self.path} knows no task {key!r} (by fingerprint or name); known tasks: "
+                f"{', '.join(known[:10]) or 'none'}{' ...' if len(known) > 10 else ''}.{did_you_mean(key, known)}"
+            )
+        if len({m[1] for m in matches}) > 1:
+            fps = ", ".join(sorted(m[1][:16] for m in matches))
+            raise TansError(
+                f"the zoo at {self.path} knows several tasks {key!r} (fingerprints {fps}); pass the fingerprint instead."
+            )
+        return matches[0]
+
+    # -- models --------------------------------------------------------------------------------
+
+    def load_model(
+        self, entry_id: str, *, num_classes: int | None = None, pretrained: bool = True, seed: int = 0
+    ) -> nn.Module:
+        """Build an entry's architecture, load its weights, and optionally give it a new head.
+
+        Parameters
+        ----------
+        entry_id : str
+            Entry id (unknown ids raise with close ids suggested).
+        num_classes : int or None
+            New classifier width; ``None`` keeps the entry's own classifier.
+        pretrained : bool
+            Load the entry's weights (sha256-verified); ``False`` keeps the random initialisation.
+        seed : int
+            Seeds the random initialisation and the new classifier.
+
+        Returns
+        -------
+        torch.nn.Module
+            On the CPU, in train mode.
+
+        Raises
+        ------
+        TansError
+            For an unknown id (close ids suggested), or weights that are missing, modified, or do
+            not fit the architecture.
+        """
+        import torch
+
+        from tans.space.registry import create_model
+
+        entry = self.get(entry_id)
+        torch.manual_seed(seed)
+        model = create_model(entry.arch, num_classes=entry.num_classes)
+        if pretrained:
+            state = self.load_state_dict(entry_id)
+            try:
+                model.load_state_dict(state, strict=True)
+            except RuntimeError as exc:
+                lines = str(exc).splitlines()
+                first = lines[1].strip() if len(lines) > 1 else str(exc)
+                raise TansError(
+                    f"the weights of zoo entry {entry_id} do not fit its architecture {entry.arch} ({first}); "
+                    "run 'tans zoo verify' and rebuild the entry."
+                ) from None
+        if num_classes is not None:
+            torch.manual_seed(seed)  # the same new head whether the body is pretrained or not
+            model.reset_classifier(num_classes)
+        return model
 
     # -- checking ------------------------------------------------------------------------------
 

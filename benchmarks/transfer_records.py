@@ -1,0 +1,154 @@
+"""Transfer-record speed on this machine, and the benchmark zoo's records.
+
+Measures, for a transfer config (default: the benchmark zoo's, benchmarks/zoo/bench-transfer.json)
+on a built zoo:
+
+1. throughput: the same first N fine-tunes of the config run into two copies of the zoo's metadata
+   with 1 worker and with 2 workers, in the same run: fine-tunes per minute and the 2-over-1 ratio;
+2. the full run: every (model, target) of the config recorded into the zoo (resumable: a rerun only
+   does what is missing, and the time reported is that run's).
+
+Each phase writes into benchmarks/results/transfer_records.json (phases run separately are merged)
+and the markdown table beside it, with the load average: timings on a shared machine are noisy.
+
+Rerun (after `tans zoo build --config benchmarks/zoo/bench-zoo.json --zoo zoo-bench`):
+    .venv/bin/python benchmarks/transfer_records.py --phase throughput --zoo zoo-bench --units 24
+    .venv/bin/python benchmarks/transfer_records.py --phase full --zoo zoo-bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from tans.zoo import Zoo
+from tans.zoo.transfer import TransferConfig, run_transfers
+
+RESULTS = Path(__file__).parent / "results"
+DEFAULT_CONFIG = Path(__file__).parent / "zoo" / "bench-transfer.json"
+
+
+def machine() -> dict:
+    return {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version()}
+
+
+def _empty_copy(zoo: Zoo, dest: Path) -> Zoo:
+    """A copy of the zoo's database and weights without its transfer records."""
+    shutil.copytree(zoo.path, dest)
+    copy = Zoo.open(dest)
+    conn = copy._connect()
+    conn.execute("DELETE FROM transfers")
+    return copy
+
+
+def throughput(zoo: Zoo, config: TransferConfig, units: int) -> dict:
+    """Run the same first ``units`` fine-tunes with 1 and with 2 workers into fresh copies."""
+    out = {"units": units}
+    for workers in (1, 2):
+        with tempfile.TemporaryDirectory() as tmp:
+            copy = _empty_copy(zoo, Path(tmp) / "zoo")
+            load_before = os.getloadavg()[0]
+            start = time.perf_counter()
+            report = run_transfers(copy, config, workers=workers, max_units=units)
+            seconds = time.perf_counter() - start
+            out[f"workers_{workers}"] = {
+                "seconds": round(seconds, 1),
+                "fine_tunes_per_minute": round(len(report.added) / seconds * 60, 1),
+                "load_average_before": round(load_before, 2),
+                "load_average_after": round(os.getloadavg()[0], 2),
+                "failed": len(report.failed),
+            }
+    out["speedup_2_over_1"] = round(
+        out["workers_2"]["fine_tunes_per_minute"] / out["workers_1"]["fine_tunes_per_minute"], 2
+    )
+    return out
+
+
+def full(zoo: Zoo, config: TransferConfig, workers: int) -> dict:
+    """Record every (model, target) of the config not recorded yet."""
+    loads = []
+
+    def progress(report, unit, failure):
+        loads.append(os.getloadavg()[0])
+        done = len(report.added) + len(report.failed)
+        if done % 100 == 0:
+            print(f"{done} fine-tunes in {report.seconds:.0f} s", flush=True)
+
+    report = run_transfers(zoo, config, workers=workers, progress=progress)
+    records = zoo.transfers()
+    accs = [r.test_acc for r in records]
+    return {
+        **report.to_dict(),
+        "minutes": round(report.seconds / 60, 1),
+        "zoo_records": len(records),
+        "zoo_models_with_records": len({r.model_id for r in records}),
+        "zoo_targets": len({r.target_fingerprint for r in records}),
+        "target_families": sorted({r.target_family for r in records}),
+        "median_test_acc": round(statistics.median(accs), 4) if accs else None,
+        "median_load_average": round(statistics.median(loads), 2) if loads else None,
+    }
+
+
+def write(results: dict) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / "transfer_records.json"
+    merged = json.loads(path.read_text()) if path.exists() else {}
+    merged.update(results)
+    path.write_text(json.dumps(merged, indent=2, allow_nan=False) + "\n")
+    lines = ["# Transfer records: speed and size", "",
+             f"Machine: {merged.get('machine')}. Config: `{merged.get('config_file')}`.", ""]
+    if "throughput" in merged:
+        t = merged["throughput"]
+        lines += [f"Throughput on the same first {t['units']} fine-tunes ({merged.get('throughput_date')}):", "",
+                  "| workers | seconds | fine-tunes / minute | load before | failed |", "|---|---|---|---|---|"]
+        for w in (1, 2):
+            r = t[f"workers_{w}"]
+            lines.append(f"| {w} | {r['seconds']} | {r['fine_tunes_per_minute']} | {r['load_average_before']} | {r['failed']} |")
+        lines += ["", f"2 workers over 1: **{t['speedup_2_over_1']}x** (goal 1.7x).", ""]
+    if "full" in merged:
+        f = merged["full"]
+        lines += [f"Full run ({merged.get('full_date')}): {f['added']} fine-tunes recorded "
+                  f"({f['skipped']} already there, {len(f['failed'])} failed) in **{f['minutes']} minutes** "
+                  f"with {f['workers']} workers (goal: >= 40 models x >= 60 targets in <= 40 min); the zoo now "
+                  f"holds {f['zoo_records']} records of {f['zoo_models_with_records']} models on {f['zoo_targets']} "
+                  f"targets from {len(f['target_families'])} families; median test accuracy {f['median_test_acc']}; "
+                  f"median load average {f['median_load_average']}.", ""]
+        for reason in f["failed"].values():
+            lines.append(f"- failed: {reason}")
+    (RESULTS / "transfer_records.md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    parser.add_argument("--phase", choices=["throughput", "full", "both"], default="both")
+    parser.add_argument("--units", type=int, default=24, help="fine-tunes per throughput measurement")
+    parser.add_argument("--zoo", type=Path, default=Path("zoo-bench"), help="the built benchmark zoo")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    config = TransferConfig.from_file(args.config)
+    zoo = Zoo.open(args.zoo)
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    results = {"machine": machine(), "config_file": str(args.config)}
+    if args.phase in ("throughput", "both"):
+        results["throughput"] = throughput(zoo, config, args.units)
+        results["throughput_date"] = now
+        write(results)
+    if args.phase in ("full", "both"):
+        results["full"] = full(zoo, config, args.workers)
+        results["full_date"] = now
+        write(results)
+    print((RESULTS / "transfer_records.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,403 @@
+"""Transfer records: fine-tune zoo models on target tasks and remember how well each transferred.
+
+The searcher learns from these records (what a model reached *after fine-tuning on another task*),
+not from each model's accuracy on its own source task. :func:`run_transfers` plans one unit per
+(model, target, seed), skips the units already recorded, fine-tunes the rest with
+:func:`transfer_recipe` on the same executors as the zoo build (a local process pool or Ray tasks),
+and the driver alone writes each finished record to the zoo in one transaction: a run killed at any
+moment resumes with no duplicate and no half row.
+
+Default targets (:func:`default_targets`): the catalogue tasks of the zoo's own families that are
+not a source task of the zoo, never one of ``exclude`` (a benchmark passes its test datasets and
+their families there).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from tans._errors import TansError, did_you_mean
+from tans._parallel import map_unordered, ray_map
+from tans.zoo.records import TaskRef, TransferRecord, record_key, task_source
+from tans.zoo.store import Zoo
+
+__all__ = [
+    "TransferConfig",
+    "TransferUnit",
+    "TransferReport",
+    "default_targets",
+    "pick_models",
+    "plan_transfers",
+    "record_from_finetune",
+    "run_transfers",
+    "transfer_recipe",
+]
+
+
+def transfer_recipe(epochs: int = 1, seed: int = 0, *, max_train_images: int = 192, max_eval_images: int = 192):
+    """The fine-tuning recipe of transfer records: :func:`tans.finetune.finetune_recipe` with image caps.
+
+    The benchmark fine-tunes with this very recipe, so a record's accuracy and the benchmark's
+    accuracy of the same pair measure the same thing.
+    """
+    from tans.finetune import finetune_recipe
+
+    return replace(finetune_recipe(epochs, seed=seed), max_train_images=max_train_images, max_eval_images=max_eval_images)
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    """What to fine-tune for the records.
+
+    Parameters
+    ----------
+    targets : tuple of str
+        Target task names or dataset paths; empty: :func:`default_targets`.
+    models : int or None
+        Fine-tune at most this many zoo models, spread over architectures and source tasks
+        (:func:`pick_models`); ``None``: every unflagged model.
+    epochs : int
+        Fine-tuning epochs of :func:`transfer_recipe`.
+    seeds : tuple of int
+        Fine-tuning seeds; each (model, target) is fine-tuned once per seed.
+    max_train_images, max_eval_images : int
+        Caps of the recipe (class-balanced draws).
+    exclude : tuple of str
+        Task names or families that are never targets (e.g. benchmark test datasets and families).
+    max_classes : int or None
+        Default targets have at most this many classes (``None``: no limit).
+    """
+
+    targets: tuple[str, ...] = ()
+    models: int | None = None
+    epochs: int = 1
+    seeds: tuple[int, ...] = (0,)
+    max_train_images: int = 192
+    max_eval_images: int = 192
+    exclude: tuple[str, ...] = ()
+    max_classes: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("targets", "seeds", "exclude"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        checks = [
+            ("models", self.models is None or self.models >= 1, "None or at least 1"),
+            ("epochs", self.epochs >= 1, "at least 1"),
+            ("seeds", len(self.seeds) >= 1, "a non-empty list"),
+            ("max_train_images", self.max_train_images >= 16, "at least 16"),
+            ("max_eval_images", self.max_eval_images >= 8, "at least 8"),
+            ("max_classes", self.max_classes is None or self.max_classes >= 2, "None or at least 2"),
+        ]
+        for name, ok, expected in checks:
+            if not ok:
+                raise TansError(f"transfer setting '{name}' must be {expected}, got {getattr(self, name)!r}.")
+
+    def recipe(self, seed: int):
+        return transfer_recipe(self.epochs, seed, max_train_images=self.max_train_images, max_eval_images=self.max_eval_images)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], *, where: str = "transfer config") -> TransferConfig:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in values.items() if k != "comment"}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise TansError(
+                f"Unknown key '{unknown[0]}' in {where}; expected some of {', '.join(sorted(known))}."
+                f"{did_you_mean(unknown[0], known)}"
+            )
+        return cls(**values)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> TransferConfig:
+        """Read a ``.json`` file with the fields of this class."""
+        path = Path(path)
+        try:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise TansError(f"Transfer config '{path}' does not exist; pass a .json file.") from None
+        except json.JSONDecodeError as exc:
+            raise TansError(f"Transfer config '{path}' is not valid JSON: {exc}.") from None
+        if not isinstance(values, dict):
+            raise TansError(f"Transfer config '{path}' must hold an object of settings, got {type(values).__name__}.")
+        return cls.from_dict(values, where=str(path))
+
+
+@dataclass(frozen=True)
+class TransferUnit:
+    """One fine-tune: a zoo model on a target with a seed. ``id`` names its record."""
+
+    id: str
+    model_id: str
+    target: str  # name or path, as load_dataset takes it
+    target_fingerprint: str
+    seed: int
+
+
+@dataclass
+class TransferReport:
+    """What a records run did."""
+
+    planned: int = 0
+    skipped: int = 0  # already recorded (a resumed run)
+    added: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # unit id -> "target / model: reason"
+    models: int = 0
+    targets: int = 0
+    seconds: float = 0.0
+    workers: int = 1
+    executor: str = "local"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "planned": self.planned,
+            "skipped": self.skipped,
+            "added": len(self.added),
+            "failed": self.failed,
+            "models": self.models,
+            "targets": self.targets,
+            "seconds": round(self.seconds, 2),
+            "fine_tunes_per_minute": round(len(self.added) / self.seconds * 60, 1) if self.seconds > 0 else 0.0,
+            "workers": self.workers,
+            "executor": self.executor,
+        }
+
+
+# ------------------------------------------------------------------------------------ planning
+def default_targets(zoo: Zoo, *, exclude: Sequence[str] = (), max_classes: int | None = None) -> list[str]:
+    """Installed catalogue tasks of the zoo's families that are not a source task of the zoo.
+
+    Parameters
+    ----------
+    zoo : Zoo
+        The zoo whose families and source tasks decide.
+    exclude : sequence of str
+        Task names or family names never to use.
+    max_classes : int or None
+        Keep tasks with at most this many classes.
+
+    Returns
+    -------
+    list of str
+        Task names, sorted.
+    """
+    from tans.data.catalogue import list_tasks
+
+    entries = zoo.entries()
+    families = {e.task_family for e in entries}
+    sources = {e.task for e in entries}
+    excluded = set(exclude)
+    return sorted(
+        t.name
+        for t in list_tasks()
+        if t.family in families
+        and t.name not in sources
+        and t.name not in excluded
+        and t.family not in excluded
+        and (max_classes is None or t.num_classes <= max_classes)
+        and t.installed()
+    )
+
+
+def pick_models(zoo: Zoo, count: int | None) -> list[str]:
+    """Up to ``count`` unflagged zoo models spread over source tasks and architectures.
+
+    Round-robin over source tasks; within a task the architecture used least so far comes first,
+    so ``count`` models cover as many (task, architecture) combinations as they can. Deterministic.
+    """
+    entries = [e for e in zoo.entries() if not e.flagged]
+    if count is None or count >= len(entries):
+        return [e.id for e in entries]
+    by_task: dict[str, list] = {}
+    for e in entries:
+        by_task.setdefault(e.task, []).append(e)
+    used_arch: dict[str, int] = {}
+    picked: list[str] = []
+    while len(picked) < count:
+        for task in sorted(by_task):
+            left = by_task[task]
+            if not left or len(picked) >= count:
+                continue
+            best = min(left, key=lambda e: (used_arch.get(e.arch, 0), e.params, e.id))
+            left.remove(best)
+            used_arch[best.arch] = used_arch.get(best.arch, 0) + 1
+            picked.append(best.id)
+    return picked
+
+
+def plan_transfers(zoo: Zoo, config: TransferConfig) -> tuple[list[TransferUnit], list[str], dict[str, Any]]:
+    """Every unit of a records run, in a deterministic order.
+
+    Returns
+    -------
+    (list of TransferUnit, list of str, dict)
+        The units, the model ids, and the loaded target datasets by name (targets are loaded once
+        here to fingerprint them and to validate them before any training).
+
+    Raises
+    ------
+    TansError
+        If there is no target or no model, or a target is excluded or one of the zoo's source tasks.
+    """
+    from tans.data import load_dataset
+
+    targets = list(config.targets) or default_targets(zoo, exclude=config.exclude, max_classes=config.max_classes)
+    if not targets:
+        raise TansError(
+            f"No target task for transfer records in {zoo.path}: the zoo's families have no other installed "
+            "catalogue task; pass --targets NAME_OR_PATH (tasks that are not source tasks of the zoo)."
+        )
+    sources = {e.task_fingerprint for e in zoo.entries()}
+    model_ids = pick_models(zoo, config.models)
+    if not model_ids:
+        raise TansError(f"The zoo at {zoo.path} has no unflagged model to fine-tune; build one with 'tans zoo build'.")
+    datasets = {}
+    for name in targets:
+        dataset = load_dataset(name)
+        if dataset.name in config.exclude or dataset.family in config.exclude:
+            raise TansError(f"Target '{name}' is excluded (it or its family '{dataset.family}' is in exclude); drop it from --targets.")
+        if dataset.fingerprint in sources:
+            raise TansError(
+                f"Target '{name}' is a source task of the zoo (a model was trained on it); transfer records are "
+                "about other tasks: pick a task no zoo model was trained on."
+            )
+        datasets[name] = dataset
+    units = []
+    for name, dataset in datasets.items():
+        for model_id in model_ids:
+            for seed in config.seeds:
+                uid = record_key(model_id, dataset.fingerprint, config.recipe(seed).to_dict(), seed)
+                units.append(TransferUnit(uid, model_id, name, dataset.fingerprint, seed))
+    return units, model_ids, datasets
+
+
+# ------------------------------------------------------------------------------------ one unit
+def record_from_finetune(result, recipe, *, family: str, origin: str = "transfer") -> TransferRecord:
+    """A :class:`TransferRecord` from a :class:`tans.finetune.FinetuneResult` of a zoo model."""
+    if result.model_id is None or result.from_scratch:
+        raise TansError("Only a fine-tune of a zoo model makes a transfer record (not a model from scratch).")
+    # the curve's last point is the final (BatchNorm re-estimated) accuracy, like the recorded val_acc
+    curve = [e.val_acc for e in result.epochs[:-1]] + [result.val_acc]
+    return TransferRecord(
+        model_id=result.model_id,
+        target=result.dataset,
+        target_fingerprint=result.dataset_fingerprint,
+        target_family=family,
+        num_classes=len(result.class_names),
+        recipe=recipe.to_dict(),
+        seed=recipe.seed,
+        val_acc=result.val_acc,
+        test_acc=result.test_acc,
+        chance_acc=result.chance,
+        curve=tuple(curve),
+        train_images=result.train.train_images,
+        seconds=result.wall_seconds,
+        origin=origin,
+    )
+
+
+def _run_unit(unit: TransferUnit, zoo_path: str, config: TransferConfig):
+    """Fine-tune one unit; returns (unit, record or None, failure reason or None). Never raises."""
+    from tans.data import load_dataset
+    from tans.finetune import finetune
+
+    try:
+        dataset = load_dataset(unit.target)
+        if dataset.fingerprint != unit.target_fingerprint:
+            raise TansError(
+                f"target '{unit.target}' changed since the run was planned (fingerprint "
+                f"{dataset.fingerprint[:12]} != {unit.target_fingerprint[:12]}); start the run again."
+            )
+        recipe = config.recipe(unit.seed)
+        result = finetune(dataset, zoo=zoo_path, model_id=unit.model_id, recipe=recipe, seed=unit.seed)
+        record = record_from_finetune(result, recipe, family=dataset.family)
+        if record.id != unit.id:  # the key is the plan's: a mismatch would duplicate work on resume
+            raise TansError(f"record id {record.id} differs from the planned {unit.id}; the recipe changed mid-run.")
+        return unit, record, None
+    except Exception as exc:  # noqa: BLE001 - one failed unit is reported, the run goes on
+        reason = str(exc) if isinstance(exc, TansError) else f"{type(exc).__name__}: {exc}"
+        return unit, None, (reason.splitlines() or [type(exc).__name__])[0]
+
+
+# -------------------------------------------------------------------------------------- driver
+Progress = Callable[[TransferReport, TransferUnit, "str | None"], None]
+
+
+def run_transfers(
+    zoo: Zoo | str | os.PathLike[str],
+    config: TransferConfig = TransferConfig(),
+    *,
+    workers: int | None = None,
+    ray_address: str | None = None,
+    progress: Progress | None = None,
+    on_plan: Callable[[int, int], None] | None = None,
+    max_units: int | None = None,
+) -> TransferReport:
+    """Fine-tune every planned (model, target, seed) not yet recorded and add its record.
+
+    Parameters
+    ----------
+    zoo : Zoo or path
+        An existing zoo; records are added to it.
+    config : TransferConfig
+        Targets, models, seeds and recipe.
+    workers : int or None
+        Local processes (default: every core), one torch thread each; ``1`` runs in this process.
+    ray_address : str or None
+        Run the units as Ray tasks: ``"auto"``, an address, or ``"local"``.
+    progress : callable or None
+        Called after each unit with the running report, the unit and its failure (or None).
+    on_plan : callable or None
+        Called once with (units to run, units already recorded).
+    max_units : int or None
+        Run at most this many of the missing units (a later run continues).
+
+    Returns
+    -------
+    TransferReport
+
+    Raises
+    ------
+    TansError
+        For a missing zoo, no target or model, an excluded target, or ``workers < 1``.
+    """
+    if workers is not None and workers < 1:
+        raise TansError(f"workers must be at least 1, got {workers}; omit it to use every core.")
+    zoo = zoo if isinstance(zoo, Zoo) else Zoo.open(zoo)
+    start = time.perf_counter()
+    units, model_ids, datasets = plan_transfers(zoo, config)
+    for dataset in datasets.values():
+        zoo.register_task(TaskRef(dataset.name, dataset.fingerprint, dataset.family, task_source(dataset), dataset.num_classes))
+    done = zoo.transfer_ids()
+    todo = [u for u in units if u.id not in done][:max_units]
+    report = TransferReport(planned=len(units), skipped=sum(u.id in done for u in units), models=len(model_ids),
+                            targets=len(datasets))
+    if on_plan is not None:
+        on_plan(len(todo), report.skipped)
+    if ray_address is not None:
+        report.executor = f"ray ({ray_address})"
+        results: Iterator = ray_map(_run_unit, todo, str(zoo.path), config, address=ray_address)
+    else:
+        workers = workers or os.cpu_count() or 1
+        report.workers = min(workers, max(len(todo), 1))
+        report.executor = "in-process" if report.workers == 1 else "process pool"
+        results = map_unordered(_run_unit, todo, str(zoo.path), config, workers=report.workers)
+    for unit, record, failure in results:
+        if record is not None:
+            zoo.add_transfer(record)
+            report.added.append(unit.id)
+        else:
+            report.failed[unit.id] = f"{unit.target} / {unit.model_id}: {failure}"
+        report.seconds = time.perf_counter() - start
+        if progress is not None:
+            progress(report, unit, failure)
+    report.seconds = time.perf_counter() - start
+    return report
