@@ -1,4 +1,5 @@
-"""Shared fixtures: an isolated tans home and tiny image files written on the fly."""
+"""Shared fixtures: an isolated tans home, tiny image files written on the fly, and one tiny zoo with
+transfer records and a searcher fitted on it (built once per test run)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_home(tmp_path_factory):
+    """One temporary tans home for the whole run (data caches), reading the installed built-in sources.
+
+    ``$TANS_SOURCES`` keeps pointing where the sources are installed now (``~/.cache/tans/sources``
+    unless set), so built-in tasks still load; only derived data is written to the temporary home.
+    """
+    from tans.paths import sources_dir
+
+    sources = str(sources_dir())  # resolved before $TANS_HOME moves
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TANS_SOURCES", sources)
+        mp.setenv("TANS_HOME", str(tmp_path_factory.mktemp("tans-home")))
+        yield
 
 
 @pytest.fixture
@@ -69,3 +86,94 @@ def write_idx(path: Path, array: np.ndarray) -> Path:
 def idx():
     """The :func:`write_idx` helper, as a fixture."""
     return write_idx
+
+
+# ----------------------------------------------------------------------------- the records zoo
+# Two families (handwritten digits, European glyphs), two source tasks each, two architectures per
+# task; two epochs on 128 images is the least that leaves most glyph models above the flag line
+# (1.5x chance), so the transfer records come from models of both families.
+RECORDS_SOURCES = ("digits-0-4", "digits-5-9", "glyphs-greek-upper-p1", "glyphs-latin-upper-p1")
+RECORDS_TARGETS = ("mnist-0-4", "mnist-5-9", "glyphs-greek-lower-p1", "glyphs-latin-lower-p1")
+# val_fraction 0.5 holds out one whole family: two validation targets, so stage 2's combiner is fitted.
+TINY_SEARCHER = {"epochs": 2, "steps_per_epoch": 3, "extractor_epochs": 1, "per_class": 5, "pool_per_class": 10,
+                 "val_fraction": 0.5, "probe_per_class": 4}
+
+
+@pytest.fixture(scope="session")
+def records_configs():
+    """The build and transfer configs of :func:`records_zoo`, and the settings of :func:`fitted_searcher`."""
+    from types import SimpleNamespace
+
+    from tans.training.recipe import Recipe
+    from tans.zoo.build import BuildConfig
+    from tans.zoo.transfer import TransferConfig
+
+    build = BuildConfig(
+        tasks=RECORDS_SOURCES,
+        num_archs=3,
+        archs_per_task=2,
+        recipe=Recipe(epochs=2, warmup_epochs=0, max_train_images=128, max_eval_images=64),
+        latency_repeats=2,
+    )
+    transfer = TransferConfig(targets=RECORDS_TARGETS, models=4, max_train_images=32, max_eval_images=32)
+    return SimpleNamespace(build=build, transfer=transfer, searcher=dict(TINY_SEARCHER))
+
+
+@pytest.fixture(scope="session")
+def records_zoo(tmp_path_factory, records_configs) -> Path:
+    """A zoo of 8 tiny networks on 4 tasks of 2 families, with 16 transfer records (4 models x 4 targets).
+
+    Shared by every test of the run: treat it as read-only (copy it with ``shutil.copytree`` to change it).
+    """
+    from tans.zoo.build import build_zoo
+    from tans.zoo.transfer import run_transfers
+
+    path = tmp_path_factory.mktemp("records") / "zoo"
+    report = build_zoo(path, records_configs.build, workers=1)
+    assert not report.failed, report.failed
+    transfers = run_transfers(path, records_configs.transfer, workers=1)
+    assert not transfers.failed and len(transfers.added) == transfers.planned == 16, transfers.to_dict()
+    return path
+
+
+@pytest.fixture(scope="session")
+def fitted_searcher(records_zoo, records_configs):
+    """A searcher fitted on :func:`records_zoo` (stage 1 and stage 2). Shared: do not refit or mutate it."""
+    import torch
+
+    from tans.searcher import Searcher
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return Searcher(**records_configs.searcher).fit(records_zoo)
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
+def zoo_copy(records_zoo, tmp_path):
+    """Factory: a private copy of :func:`records_zoo` to change.
+
+    ``zoo_copy()`` copies everything (networks, records, task references); ``zoo_copy(records=False)``
+    makes a new zoo holding the same networks (or those of ``ids``) and no transfer record.
+    """
+    import shutil
+
+    from tans.zoo import Zoo
+
+    made = []
+
+    def make(*, records: bool = True, ids=None) -> Zoo:
+        path = tmp_path / f"zoo-copy-{len(made)}"
+        made.append(path)
+        if records:
+            assert ids is None, "a full copy holds every network"
+            return Zoo.open(shutil.copytree(records_zoo, path))
+        source, zoo = Zoo.open(records_zoo), Zoo.create(path)
+        zoo.record_working_format(source.working_format)
+        for entry_id in ids if ids is not None else source.ids():
+            zoo.add(source.get(entry_id), source.load_state_dict(entry_id))
+        return zoo
+
+    return make

@@ -1,8 +1,11 @@
-"""tans bench: metrics by hand, configs, the method registry's contract, a tiny end-to-end run."""
+"""tans bench: metrics by hand, configs, the method registry's contract, a tiny end-to-end run on the
+shared records zoo."""
 
 import json
 import math
+import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,20 +31,11 @@ from tans.cli.main import main
 from tans.data import load_dataset
 from tans.data.catalogue import get_task
 from tans.paths import sources_dir
-from tans.training.recipe import Recipe
 from tans.zoo import Zoo
-from tans.zoo.build import BuildConfig, build_zoo
+from tans.zoo.transfer import TransferConfig
 
-TINY_ZOO = BuildConfig(
-    tasks=("digits-0-4", "digits-5-9"),
-    num_archs=3,
-    archs_per_task=2,
-    recipe=Recipe(epochs=1, warmup_epochs=0, max_train_images=64, max_eval_images=48),
-    latency_repeats=1,
-)
-TINY_SEARCHER = {"epochs": 1, "steps_per_epoch": 2, "batch_tasks": 2, "per_class": 3, "pool_per_class": 6,
-                 "extractor_epochs": 1, "val_fraction": 0.0}
-TEST_DATASET = "icons-contexts-tango"
+TEST_DATASET = "icons-contexts-tango"  # family "icons": neither the zoo's nor its records'
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -58,17 +52,21 @@ def _home(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def zoo_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("zoo") / "zoo"
-    report = build_zoo(path, TINY_ZOO, workers=1)
-    assert not report.failed
-    return path
+def configs(records_configs):
+    return records_configs
 
 
-def tiny_config(zoo_dir, **changes) -> BenchConfig:
+@pytest.fixture(scope="module")
+def zoo_dir(records_zoo, tmp_path_factory):
+    """A private copy of the records zoo: the bench's build and records steps find every unit done."""
+    return shutil.copytree(records_zoo, tmp_path_factory.mktemp("bench") / "zoo")
+
+
+def tiny_config(zoo_dir, configs, **changes) -> BenchConfig:
     config = BenchConfig(
         name="tiny",
-        zoo=TINY_ZOO,
+        zoo=configs.build,
+        transfer=configs.transfer,
         zoo_dir=str(zoo_dir),
         test_datasets=(TEST_DATASET,),
         budgets=("p50", None),
@@ -81,7 +79,7 @@ def tiny_config(zoo_dir, **changes) -> BenchConfig:
         pool_random=1,
         random_draws=2,
         logme_per_class=4,
-        searcher=TINY_SEARCHER,
+        searcher={**configs.searcher, "epochs": 1},
         workers=1,
     )
     return replace(config, **changes)
@@ -132,8 +130,8 @@ def test_budgets_resolve_against_the_zoo():
         resolve_budget("half", params)
 
 
-def test_config_errors_name_the_key():
-    base = tiny_config("zoo").to_dict()
+def test_config_errors_name_the_key(configs, tmp_path):
+    base = tiny_config("zoo", configs).to_dict()
     with pytest.raises(TansError, match="Unknown key 'epoch'.*Did you mean 'epochs'"):
         BenchConfig.from_dict({**base, "epoch": 3})
     with pytest.raises(TansError, match="missing 'budgets'"):
@@ -142,33 +140,41 @@ def test_config_errors_name_the_key():
         BenchConfig.from_dict({**base, "methods": ["logmee"]})
     with pytest.raises(TansError, match="pool_top_k"):
         BenchConfig.from_dict({**base, "pool_top_k": 2})
-    assert BenchConfig.from_dict(base) == tiny_config("zoo")
+    with pytest.raises(TansError, match="Unknown key 'model' in bench config 'transfer'.*Did you mean 'models'"):
+        BenchConfig.from_dict({**base, "transfer": {**base["transfer"], "model": 3}})
+    assert BenchConfig.from_dict(base) == tiny_config("zoo", configs)
+    assert BenchConfig.from_dict({k: v for k, v in base.items() if k != "transfer"}).transfer == TransferConfig()
+    # the zoo and transfer configs may be files next to the bench config
+    (tmp_path / "transfer.json").write_text(json.dumps(base["transfer"]))
+    (tmp_path / "zoo.json").write_text(json.dumps(base["zoo"]))
+    (tmp_path / "bench.json").write_text(json.dumps({**base, "zoo": "zoo.json", "transfer": "transfer.json"}))
+    assert BenchConfig.from_file(tmp_path / "bench.json") == tiny_config("zoo", configs)
 
 
 def test_full_config_is_valid_and_holds_out_whole_families():
-    path = FULL_CONFIG if FULL_CONFIG.is_file() else None
-    if path is None:  # tests run from the repository root in CI; find it from this file otherwise
-        from pathlib import Path
-
-        path = Path(__file__).resolve().parents[1] / FULL_CONFIG
-    config = BenchConfig.from_file(path)
+    config = BenchConfig.from_file(REPO / FULL_CONFIG)
     test_families = {get_task(n).family for n in config.test_datasets}
     zoo_families = {get_task(n).family for n in config.zoo.tasks}
     assert len(config.test_datasets) >= 8 and len(config.budgets) >= 2 and len(config.seeds) >= 3
-    assert config.pool_random >= 30 and config.random_draws >= 5 and config.pool_top_k >= 5
+    assert config.pool_random >= 16 and config.random_draws >= 5 and config.pool_top_k >= 3
+    # it runs the committed transfer records config, whose targets are never of a test family
+    assert config.transfer == TransferConfig.from_file(REPO / "benchmarks/zoo/bench-transfer.json")
     assert not test_families & zoo_families
     assert set(config.method_names()) == set(list_methods())
+    assert not test_families & {get_task(n).family for n in config.transfer.targets}
     quick = quick_config()
-    assert {get_task(n).family for n in quick.test_datasets}.isdisjoint(get_task(n).family for n in quick.zoo.tasks)
+    quick_families = {get_task(n).family for n in quick.test_datasets}
+    assert quick_families.isdisjoint(get_task(n).family for n in quick.zoo.tasks)
+    assert quick_families.isdisjoint(get_task(n).family for n in quick.transfer.targets)
+    assert not {get_task(n).family for n in quick.transfer.targets} - {get_task(n).family for n in quick.zoo.tasks}
+    assert not set(quick.transfer.targets) & set(quick.zoo.tasks)  # records are about other tasks
     assert len(quick.test_datasets) == 2 and len(quick.budgets) == 2
 
 
 # --------------------------------------------------------------------------- method registry
-def test_every_method_picks_within_the_budget(zoo_dir):
-    from tans.searcher import Searcher
-
-    zoo = Zoo.open(zoo_dir)
-    searcher = Searcher(**TINY_SEARCHER).fit(zoo)
+def test_every_method_picks_within_the_budget(records_zoo, fitted_searcher):
+    zoo, searcher = Zoo.open(records_zoo), fitted_searcher
+    assert searcher.combiner_ is not None  # the searcher's stage 2 runs too
     # Contract only: every variant is served by one searcher (the ablations differ in training).
     ctx = MethodContext(dataset=load_dataset(TEST_DATASET), zoo=zoo, searchers=dict.fromkeys(SEARCHER_VARIANTS, searcher),
                         random_draws=2, logme_per_class=4)
@@ -185,6 +191,9 @@ def test_every_method_picks_within_the_budget(zoo_dir):
         if method.score is not None:
             scores = method.score(ctx, ctx.allowed(None))
             assert scores.shape == (len(ctx.entries),) and np.isfinite(scores).all(), name
+    assert {get_method(n).searcher for n in list_methods()} - {None} == set(SEARCHER_VARIANTS)
+    # the default searcher probes; its stage-1 method and the ablations do not
+    assert ctx.search("main", None, 3, fast=False).probed > 0 and ctx.search("main", None, 3, fast=True).probed == 0
     largest = get_method("largest").rank(ctx, limit, 3).ids[0]
     assert params[largest] == max(p for p in params.values() if p <= limit)
     with pytest.raises(TansError, match="Unknown method 'serch'.*Did you mean 'searcher'"):
@@ -192,15 +201,30 @@ def test_every_method_picks_within_the_budget(zoo_dir):
 
 
 # ------------------------------------------------------------------------------- end to end
-def test_tiny_end_to_end_run_writes_the_report_and_resumes(zoo_dir, tmp_path):
-    config = tiny_config(zoo_dir)
-    run = run_bench(config, tmp_path / "out")
+def test_tiny_end_to_end_run_writes_the_report_and_resumes(zoo_dir, configs, tmp_path):
+    config = tiny_config(zoo_dir, configs)
+    records_before = Zoo.open(zoo_dir).transfer_count()
+    stages = []
+    def progress(stage, done, total, status):
+        stages.append((stage, status))
+
+    run = run_bench(config, tmp_path / "out", progress=progress)
     out = tmp_path / "out"
     results = json.loads((out / "results.json").read_text())
-    for key in ("config", "methods", "tau_conventions", "zoo", "searchers", "test_datasets", "budgets",
-                "finetunes", "cells", "summary", "goals", "timings", "files"):
+    for key in ("config", "methods", "tau_conventions", "zoo", "transfer_records", "searchers", "test_datasets",
+                "budgets", "finetunes", "cells", "summary", "goals", "timings", "files"):
         assert key in results, key
-    assert results["finetunes"]["failed"] == {}
+    assert TransferConfig.from_dict(results["config"]["transfer"]) == configs.transfer
+    # the records were all there already: the run planned them, skipped them, added none
+    records = results["transfer_records"]
+    assert records["records"] == records_before == 16 and records["run"]["skipped"] == records["run"]["planned"] == 16
+    assert records["run"]["added"] == 0 and ("records", "16 already recorded") in stages
+    # every searcher variant learned from the records of every family but the test datasets'
+    assert set(results["searchers"]) == set(SEARCHER_VARIANTS)
+    for variant, info in results["searchers"].items():
+        assert info["records"]["excluded_families"] == ["icons"] and info["records"]["records"] == 16, variant
+        assert sorted(info["train_targets"] + info["val_targets"]) == sorted(configs.transfer.targets), variant
+    assert not results["finetunes"]["failed"]
     assert len(results["cells"]) == 2  # 1 dataset x 2 budgets
     cell = results["cells"][0]
     assert set(cell["methods"]) == set(list_methods())
@@ -211,26 +235,39 @@ def test_tiny_end_to_end_run_writes_the_report_and_resumes(zoo_dir, tmp_path):
         assert row["params"] <= cell["max_params"]
     assert cell["oracle"]["2"]["acc"] >= max(r["2"]["acc"] for n, r in cell["methods"].items() if n != "random") - 1e-9
     assert set(cell["tau"]["searcher"]["2"]) == {"symmetric", "true_order"}
-    assert set(results["goals"]) == {"searcher_regret_le_1_point", "beats_every_baseline_at_1_epoch",
-                                     "reaches_scratch_in_quarter_epochs", "100x_faster_than_logme_whole_zoo"}
+    assert "searcher-top3" not in cell["tau"] and "random" not in cell["tau"]  # methods without a score
+    assert set(results["goals"]) == {
+        "searcher_beats_logme_and_static_baselines", "searcher_regret_below_logme", "searcher_20x_faster_than_logme",
+        "stage1_tau_at_least_0.60", "stage1_at_least_static_prior", "stage1_100x_faster_than_logme",
+    }  # fmt: skip
+    assert all(isinstance(g.get("met", True), bool) for g in results["goals"].values())
     report = (out / "report.md").read_text()
     for heading in ("# tans bench: tiny", "## Weighted Kendall tau", "## Epochs to reach", "## Goals",
                     f"### {TEST_DATASET}", "## Plots", "weightedtau(acc, score, rank=None)"):
         assert heading in report, heading
-    for plot in ("accuracy_vs_epochs.png", "regret.png", "pareto.png", "tsne.png"):
+    for name in list_methods():
+        assert get_method(name).label in report, name
+    for plot in ("accuracy_vs_epochs.png", "regret.png", "pareto.png", "speed_accuracy.png", "tsne.png"):
         assert (out / plot).stat().st_size > 1000, plot
-    assert run.embeddings["points"].shape[0] == len(Zoo.open(zoo_dir)) + 3  # models + 2 zoo tasks + 1 test
+    zoo = Zoo.open(zoo_dir)
+    tasks = len({e.task for e in zoo.entries()})
+    assert run.embeddings["points"].shape[0] == len(zoo) + tasks + 1  # models + zoo tasks + 1 test dataset
+    assert zoo.transfer_count() == records_before  # the test dataset never became a record target
 
-    # A rerun reuses the zoo, the searchers and every fine-tune.
-    stages = []
-    again = run_bench(config, out, progress=lambda stage, done, total, status: stages.append((stage, total)))
+    # A rerun reuses the zoo, the records, the searchers and every fine-tune.
+    searcher_files = {p: p.stat().st_mtime_ns for p in (out / "searchers").rglob("*.safetensors")}
+    assert len(searcher_files) == len(SEARCHER_VARIANTS)
+    stages.clear()
+    again = run_bench(config, out, progress=progress)
     assert not any(stage == "finetune" for stage, _ in stages)  # nothing left to train
-    assert again.results["summary"]["searcher"]["2"]["acc"] == pytest.approx(results["summary"]["searcher"]["2"]["acc"], abs=1e-5)
+    assert {p: p.stat().st_mtime_ns for p in (out / "searchers").rglob("*.safetensors")} == searcher_files
+    before = results["summary"]["searcher"]["2"]["acc"]
+    assert again.results["summary"]["searcher"]["2"]["acc"] == pytest.approx(before, abs=1e-5)
 
 
-def test_a_test_dataset_of_a_zoo_family_is_refused(zoo_dir, tmp_path):
+def test_a_test_dataset_of_a_zoo_family_is_refused(zoo_dir, configs, tmp_path):
     with pytest.raises(TansError, match="family 'handwritten-digits'.*hold out whole families"):
-        run_bench(tiny_config(zoo_dir, test_datasets=("digits",)), tmp_path / "out")
+        run_bench(tiny_config(zoo_dir, configs, test_datasets=("digits",)), tmp_path / "out")
 
 
 def test_cli_rejects_quick_with_config(tmp_path, capsys):

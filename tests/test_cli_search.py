@@ -1,4 +1,4 @@
-"""``tans meta-train`` and ``tans search`` on a tiny zoo, through the real entry point."""
+"""``tans meta-train`` and ``tans search`` on the tiny records zoo, through the real entry point."""
 
 from __future__ import annotations
 
@@ -8,67 +8,102 @@ import pytest
 import torch
 
 from tans.cli.main import main
-from tans.searcher import Searcher
-from tans.training import Recipe
 from tans.zoo import Zoo
-from tans.zoo.build import BuildConfig, build_zoo
+
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("cli")
-    recipe = Recipe(epochs=1, warmup_epochs=0, max_train_images=64, max_eval_images=64)
-    config = BuildConfig(tasks=("digits-0-4", "digits-5-9", "mnist-0-4"), num_archs=2, archs_per_task=2, recipe=recipe, latency_repeats=2)
-    build_zoo(root / "zoo", config, workers=1)
-    searcher = Searcher(epochs=1, steps_per_epoch=1, extractor_epochs=1, per_class=3, pool_per_class=6, val_fraction=0.34)
-    searcher.fit(root / "zoo").save(root / "fitted")
-    return root
+def fitted(fitted_searcher, tmp_path_factory):
+    """The shared fitted searcher, saved as an artifact."""
+    return fitted_searcher.save(tmp_path_factory.mktemp("cli") / "fitted")
 
 
-def test_meta_train_then_search_json(trained, capsys):
-    zoo, out = trained / "zoo", trained / "searcher"
-    code = main(["meta-train", "--zoo", str(zoo), "--out", str(out), "--epochs", "2", "--steps-per-epoch", "2",
-                 "--val-fraction", "0.34", "--json"])
-    captured = capsys.readouterr()
-    assert code == 0, captured.err
-    report = json.loads(captured.out)
-    assert len(report["history"]) == 2 and report["val_tasks"] and report["searcher"] == str(out)
-    assert set(report["history"][0]["recall"]) == {"1", "5", "10"}
-
-    code = main(["search", "digits-5-9", "--zoo", str(zoo), "--searcher", str(out), "--top-k", "2", "--json"])
-    captured = capsys.readouterr()
-    assert code == 0, captured.err
-    result = json.loads(captured.out)
-    assert len(result["rows"]) == 2 and result["zoo_size"] == len(Zoo.open(zoo))
-    assert {"id", "arch", "task", "similarity", "predicted_acc", "params", "flops", "latency_ms"} <= set(result["rows"][0])
-
-    bound = min(e.params for e in Zoo.open(zoo).entries())
-    code = main(["search", "digits-5-9", "--zoo", str(zoo), "--searcher", str(out), "--max-params", str(bound), "--json"])
-    rows = json.loads(capsys.readouterr().out)["rows"]
-    assert code == 0 and rows and all(r["params"] <= bound for r in rows)
-
-    code = main(["search", "digits-5-9", "--zoo", str(zoo), "--searcher", str(out)])
-    captured = capsys.readouterr()
-    assert code == 0 and "Best zoo models for digits-5-9" in captured.out
+def run(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
-def _one_line_error(capsys, pattern: str) -> None:
-    err = capsys.readouterr().err.strip()
+def _one_line_error(err: str, pattern: str) -> None:
+    err = err.strip()
     assert err.count("\n") == 0 and err.startswith("error: ") and pattern in err, err
 
 
-def test_search_errors_are_one_line(trained, capsys, tmp_path, monkeypatch):
-    zoo = trained / "zoo"
-    assert main(["search", "digits-5-9", "--zoo", str(zoo), "--searcher", str(tmp_path / "none")]) == 2
-    _one_line_error(capsys, "tans meta-train")
+def test_meta_train_json_reports_validation_records_and_the_combiner(records_zoo, capsys, tmp_path):
+    out = tmp_path / "searcher"
+    code, stdout, err = run(capsys, "meta-train", "--zoo", records_zoo, "--out", out, "--epochs", 1, "--patience", 0,
+                            "--val-fraction", 0.5, "--exclude-family", "no-such-family", "--json")
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert report["searcher"] == str(out) and (out / "searcher.json").is_file()
+    assert len(report["history"]) == 1 and report["best_epoch"] == 1
+    assert {"tau", "regret", "mae", "loss"} <= set(report["history"][0])
+    assert len(report["train_targets"]) == len(report["val_targets"]) == 2
+    assert report["records"]["records"] == 16 and report["records"]["excluded_families"] == ["no-such-family"]
+    assert report["combiner"] is not None and report["combiner"]["features"][0] == "stage1"
+
+
+def test_search_json_and_table(records_zoo, fitted, capsys):
+    zoo = Zoo.open(records_zoo)
+    code, stdout, err = run(capsys, "search", "mnist-even", "--zoo", records_zoo, "--searcher", fitted, "--top-k", 2,
+                            "--json")
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert len(result["rows"]) == 2 and result["zoo_size"] == len(zoo) and result["probed"] > 0
+    row = result["rows"][0]
+    assert {"id", "arch", "task", "similarity", "predicted_acc", "stage1_acc", "logme", "ncm", "params", "flops",
+            "latency_ms"} <= set(row)
+    assert row["logme"] is not None and 0.2 <= row["predicted_acc"] <= 1
+
+    code, stdout, _ = run(capsys, "search", "mnist-even", "--zoo", records_zoo, "--searcher", fitted, "--fast",
+                          "--json")
+    fast = json.loads(stdout)
+    assert code == 0 and fast["probed"] == 0 and all(r["logme"] is None for r in fast["rows"])
+
+    code, stdout, _ = run(capsys, "search", "mnist-even", "--zoo", records_zoo, "--searcher", fitted, "--probe-k", 1,
+                          "--json")
+    assert code == 0 and json.loads(stdout)["probed"] == 1
+
+    bound = min(e.params for e in zoo.entries())
+    code, stdout, _ = run(capsys, "search", "mnist-even", "--zoo", records_zoo, "--searcher", fitted,
+                          "--max-params", bound, "--json")
+    rows = json.loads(stdout)["rows"]
+    assert code == 0 and rows and all(r["params"] <= bound for r in rows)
+
+    code, stdout, _ = run(capsys, "search", "mnist-even", "--zoo", records_zoo, "--searcher", fitted)
+    assert code == 0 and "Best zoo models for mnist-even" in stdout and "probed by stage 2" in stdout
+    assert "logme" in stdout
+    code, stdout, _ = run(capsys, "search", "mnist-even", "--zoo", records_zoo, "--searcher", fitted, "--fast")
+    assert code == 0 and "(stage 1 only)" in stdout and "logme" not in stdout
+
+
+def test_search_errors_are_one_line(records_zoo, fitted, capsys, tmp_path, monkeypatch):
+    code, _, err = run(capsys, "search", "mnist-even", "--zoo", records_zoo, "--searcher", tmp_path / "none")
+    assert code == 2
+    _one_line_error(err, "tans meta-train")
     monkeypatch.setenv("TANS_HOME", str(tmp_path / "home"))
-    assert main(["search", "digits-5-9"]) == 2  # default zoo missing
-    _one_line_error(capsys, "tans zoo build")
-    fitted = str(trained / "fitted")
-    assert main(["search", "digits-5-9", "--zoo", str(zoo), "--searcher", fitted, "--max-params", "10"]) == 2
-    _one_line_error(capsys, "Raise --max-params")
-    assert main(["search", "no-such-task", "--zoo", str(zoo), "--searcher", fitted]) == 2
-    _one_line_error(capsys, "neither an existing path nor a built-in task")
-    assert main(["search", "digits-5-9", "--zoo", str(zoo), "--searcher", fitted, "--top-k", "0"]) == 2
-    _one_line_error(capsys, "top_k must be a positive integer")
+    code, _, err = run(capsys, "search", "mnist-even")  # default zoo missing
+    assert code == 2
+    _one_line_error(err, "tans zoo build")
+    for args, message in [
+        (["--max-params", "10"], "Raise --max-params"),
+        (["--top-k", "0"], "top_k must be a positive integer"),
+        (["--probe-k", "0"], "probe_k must be a positive integer"),
+    ]:
+        code, _, err = run(capsys, "search", "mnist-even", "--zoo", records_zoo, "--searcher", fitted, *args)
+        assert code == 2, args
+        _one_line_error(err, message)
+    code, _, err = run(capsys, "search", "no-such-task", "--zoo", records_zoo, "--searcher", fitted)
+    assert code == 2
+    _one_line_error(err, "neither an existing path nor a built-in task")
+
+
+def test_meta_train_errors_are_one_line(zoo_copy, capsys, tmp_path):
+    bare = zoo_copy(records=False)
+    code, out, err = run(capsys, "meta-train", "--zoo", bare.path, "--out", tmp_path / "s")
+    assert code == 2 and out == ""
+    _one_line_error(err, "tans zoo transfer")
+    code, _, err = run(capsys, "meta-train", "--zoo", tmp_path / "none")
+    assert code == 2
+    _one_line_error(err, "tans zoo build")

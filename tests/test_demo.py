@@ -1,4 +1,4 @@
-"""`tans demo` end to end on a shrunken configuration: build, fit, search, compare, then reuse."""
+"""`tans demo` end to end on a shrunken configuration: build, records, fit, search, compare, then reuse."""
 
 import json
 
@@ -7,16 +7,19 @@ import pytest
 import tans.demo as demo
 from tans.cli.main import main
 from tans.training.recipe import Recipe
+from tans.zoo import Zoo
 from tans.zoo.build import BuildConfig
+from tans.zoo.transfer import TransferConfig
 
 
 @pytest.fixture
 def tiny_demo(monkeypatch, tmp_path):
-    monkeypatch.setenv("TANS_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("TANS_SOURCES", str(__import__("tans.paths").paths.sources_dir()))
+    monkeypatch.setenv("TANS_HOME", str(tmp_path / "home"))  # the demo's default zoo and searcher go here
     monkeypatch.setattr(demo, "DEMO_ZOO", BuildConfig(
-        tasks=("digits-0-4", "glyphs-greek-upper"), num_archs=2, archs_per_task=2, latency_repeats=2,
-        recipe=Recipe(epochs=1, warmup_epochs=0, max_train_images=48, max_eval_images=32)))
+        tasks=("digits-0-4", "glyphs-latin-upper-p1"), num_archs=2, archs_per_task=2, latency_repeats=2,
+        recipe=Recipe(epochs=2, warmup_epochs=0, max_train_images=128, max_eval_images=48)))
+    monkeypatch.setattr(demo, "DEMO_TRANSFER", TransferConfig(
+        targets=("mnist-0-4", "glyphs-latin-lower-p1"), models=2, max_train_images=32, max_eval_images=32))
     monkeypatch.setattr(demo, "DEMO_SEARCHER", {"epochs": 2, "steps_per_epoch": 2, "extractor_epochs": 1,
                                                 "per_class": 4, "pool_per_class": 6, "val_fraction": 0.0})
     monkeypatch.setattr(demo, "DEMO_TARGET", "digits-5-9")
@@ -31,16 +34,20 @@ def test_demo_builds_once_then_reuses(tiny_demo, capsys):
     assert main(["demo", "--out", str(out), "--workers", "1", "--json"]) == 0
     first = json.loads(capsys.readouterr().out)
     assert first["zoo_build"]["built"] == 4 and first["searcher_fitted"]
+    records = first["transfer_records"]
+    assert records["added"] == records["planned"] == 4 and records["failed"] == {}  # 2 networks x 2 targets
+    assert Zoo.open(first["zoo"]).transfer_count() == 4
     assert first["search"]["rows"] and first["comparison"]["pretrained"]["test_acc"] >= 0
     assert (out / "curves.png").exists() and (out / "model.safetensors").exists() and (out / "demo.json").exists()
 
-    # The second run reuses the zoo and the searcher, and prints for people.
+    # The second run reuses the zoo, the records and the searcher, and prints for people.
     assert main(["demo", "--out", str(out), "--workers", "1"]) == 0
     text = capsys.readouterr().out
     assert "from scratch" in text and "gain" in text and "Next: tans search" in text
     second = json.loads((out / "demo.json").read_text())
-    assert second["zoo_build"] is None and not second["searcher_fitted"]
+    assert second["zoo_build"] is None and second["transfer_records"] is None and not second["searcher_fitted"]
     assert second["search"]["rows"][0]["id"] == first["search"]["rows"][0]["id"]
+    assert Zoo.open(second["zoo"]).transfer_count() == 4
 
     # Afterwards search and finetune work with no further setup (default zoo and searcher).
     assert main(["search", "digits-5-9", "--json"]) == 0

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tans._errors import TansError
-from tans.bench.methods import logme_scores
+from tans.bench.methods import PROBE_BASELINES, MethodContext
 from tans.data.dataset import Dataset
 from tans.data.transforms import WorkingFormat, resize_images
 from tans.searcher.logme import logme_score
@@ -321,13 +321,16 @@ def test_probe_scores_end_to_end(zoo, rgb_dataset):
         probe_scores(zoo, ids, one_class, per_class=3)
 
 
-def test_bench_logme_scores_use_the_probe_path(zoo, rgb_dataset):
-    entries = zoo.entries()
-    ids = [e.id for e in entries]
-    for variant in ("logme", "logme-reference"):
-        scores, seconds, shared = logme_scores(rgb_dataset, zoo, entries, per_class=5, variant=variant)
-        expected = probe_scores(zoo, ids, rgb_dataset, per_class=5, scores=(variant,))
-        np.testing.assert_allclose(scores, expected.scores[variant], rtol=1e-6)
-        assert seconds.shape == (2,) and shared >= 0
-    with pytest.raises(TansError, match=r"Unknown LogME variant 'logme-ref'.*Did you mean 'logme-reference'"):
-        logme_scores(rgb_dataset, zoo, entries, variant="logme-ref")
+def test_bench_probe_baselines_use_the_probe_path(zoo, rgb_dataset):
+    ctx = MethodContext(dataset=rgb_dataset, zoo=zoo, logme_per_class=5)
+    ids = [e.id for e in ctx.entries]
+    found = ctx.probes()
+    for name in PROBE_BASELINES:
+        expected = probe_scores(zoo, ids, rgb_dataset, per_class=5, scores=(name,))
+        np.testing.assert_allclose(found.scores[name], expected.scores[name], rtol=1e-6)
+    everything = np.arange(len(ids))
+    # a baseline is charged the shared sample, every forward pass and its own score, nothing else
+    assert ctx.probe_seconds("logme", everything) == pytest.approx(
+        found.shared_seconds + found.feature_seconds.sum() + found.score_seconds["logme"].sum()
+    )
+    assert ctx.probe_seconds("logme", everything[:1]) < ctx.probe_seconds("logme", everything)

@@ -1,6 +1,9 @@
-"""Set encoders, losses, performance predictor and LogME."""
+"""Set encoders, losses, model inputs and the searcher net, performance predictor, LogME, meta-training's
+split and metrics, the transfer table, and stage 2's combiner."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -19,7 +22,14 @@ from tans.searcher import (
     positives_from_accuracy,
     predictor_loss,
 )
+from tans.searcher.combiner import ProbeCombiner, feature_names, fusion_features, lift
+from tans.searcher.encoders import ARCH_FEATURES, STATIC_FEATURES, SearcherNet, model_inputs
+from tans.searcher.experience import recipe_tag, transfer_table
 from tans.searcher.logme import log_evidence
+from tans.searcher.meta_train import ranking_metrics, split_by_family
+from tans.space.functional import EMBEDDING_SIZE, PROBE_DIM, PROBE_IMAGES
+from tans.zoo import Zoo, ZooEntry, unit_key
+from tans.zoo.records import TransferRecord
 
 torch.set_num_threads(1)
 
@@ -285,3 +295,239 @@ def test_logme_errors():
         logme_score(np.ones((4, 2)), np.array([0.0, 1.0, 0.0, 1.0]))
     with pytest.raises(TansError, match="NaN"):
         logme_score(np.full((4, 2), np.nan), np.array([0, 1, 0, 1]))
+
+
+# ---------------------------------------------------------------- model inputs and the searcher net
+
+
+def make_entry(i: int, *, arch: str = "mbv3_min", task: str = "digits", family: str = "digits", params: int = 100_000,
+               flops: int = 10_000_000, val_acc: float = 0.6, chance: float = 0.1, embedding=None) -> ZooEntry:
+    fp = f"fp-{task}"
+    return ZooEntry(
+        id=unit_key(arch, fp, {"epochs": 1}, i), arch=arch, task=task, task_fingerprint=fp, task_family=family,
+        num_classes=10, recipe={"epochs": 1}, seed=i, val_acc=val_acc, test_acc=val_acc, chance_acc=chance,
+        params=params, flops=flops, latency_ms=1.0, latency_threads=1, machine="test",
+        embedding=np.arange(EMBEDDING_SIZE, dtype=np.float32) % 7 + i if embedding is None else embedding,
+    )  # fmt: skip
+
+
+def test_model_inputs_static_columns_and_normalised_functional():
+    space = make_entry(0, params=100_000, flops=10_000_000, val_acc=0.55, chance=0.1)
+    timm = make_entry(1, arch="timm/resnet18", params=1_000_000, flops=100_000_000, val_acc=0.1, chance=0.1)
+    static, functional = model_inputs([space, timm])
+    assert static.shape == (2, STATIC_FEATURES) and static.dtype == np.float32 and STATIC_FEATURES == ARCH_FEATURES + 4
+    assert functional.shape == (2, EMBEDDING_SIZE) and functional.dtype == np.float32
+    # architecture one-hot: the last column flags a model that is not of the space (zeros otherwise)
+    assert static[0, ARCH_FEATURES - 1] == 0 and static[0, : ARCH_FEATURES - 1].sum() > 0
+    assert static[1, ARCH_FEATURES - 1] == 1 and static[1, : ARCH_FEATURES - 1].sum() == 0
+    # cost and source quality: log10(params) - 5, log10(flops) - 7, val_acc, lift over chance
+    np.testing.assert_allclose(static[0, ARCH_FEATURES:], [0.0, 0.0, 0.55, 0.5], atol=1e-6)
+    np.testing.assert_allclose(static[1, ARCH_FEATURES:], [1.0, 1.0, 0.1, 0.0], atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(functional.reshape(2, PROBE_IMAGES, PROBE_DIM), axis=2), 1.0, atol=1e-5)
+    empty_static, empty_functional = model_inputs([])
+    assert empty_static.shape == (0, STATIC_FEATURES) and empty_functional.shape == (0, EMBEDDING_SIZE)
+    with pytest.raises(TansError, match=f"expected a functional embedding of {EMBEDDING_SIZE} values.*got 8"):
+        model_inputs([make_entry(2, embedding=np.zeros(8, np.float32))])
+
+
+@pytest.mark.parametrize("set_encoder", list_set_encoders())
+def test_searcher_net_predicts_between_chance_and_one(set_encoder):
+    torch.manual_seed(0)
+    net = SearcherNet(12, 8, set_encoder=set_encoder, hidden_dim=16).eval()
+    q = net.query(torch.randn(3, 5, 12))  # 3 datasets of 5 images
+    static, functional = model_inputs([make_entry(i) for i in range(4)])
+    m = net.encode_models(torch.from_numpy(static), torch.from_numpy(functional), torch.randn(4, 8))
+    assert q.shape == (3, 8) and m.shape == (4, 8)
+    torch.testing.assert_close(m.norm(dim=1), torch.ones(4))
+    chance = torch.tensor([0.1, 0.5, 0.9])
+    with torch.no_grad():
+        out = net.predict(q, m, chance)
+    assert out.shape == (3, 4)
+    assert (out >= chance[:, None]).all() and (out <= 1).all()
+    # the same dataset at two chance levels: the same lift over chance
+    with torch.no_grad():
+        same = net.predict(q[:1].expand(2, -1), m, torch.tensor([0.2, 0.6]))
+    torch.testing.assert_close((same[0] - 0.2) / 0.8, (same[1] - 0.6) / 0.4)
+    # the prediction reads the dataset: two datasets, two sets of predictions
+    assert ((out[0] - 0.1) / 0.9 - (out[1] - 0.5) / 0.5).abs().max() > 1e-4
+
+
+def test_model_encoder_options_need_their_inputs():
+    static, functional = (torch.from_numpy(a) for a in model_inputs([make_entry(0)]))
+    with_source = SearcherNet(12, 8, hidden_dim=16)
+    with pytest.raises(TansError, match="uses source-task embeddings; pass them too"):
+        with_source.encode_models(static, functional, None)
+    without = SearcherNet(12, 8, hidden_dim=16, use_source=False, use_functional=True)
+    assert without.model.source_map is None and without.model.functional_map is not None
+    assert without.encode_models(static, functional).shape == (1, 8)  # no source needed
+
+
+# ---------------------------------------------------------------- meta-training: split and metrics
+
+
+def test_split_by_family_keeps_families_whole_and_is_seeded():
+    families = ["a"] * 3 + ["b"] * 2 + ["c"] * 5 + ["d"] * 2
+    train, val = split_by_family(families, 0.3, seed=3)
+    assert sorted(np.concatenate([train, val]).tolist()) == list(range(len(families)))
+    val_families = {families[i] for i in val}
+    train_families = {families[i] for i in train}
+    assert val_families and train_families and not val_families & train_families  # whole families
+    assert len(val) / len(families) >= 0.3
+    same = split_by_family(families, 0.3, seed=3)
+    assert all(np.array_equal(x, y) for x, y in zip(same, (train, val)))
+    assert len({tuple(split_by_family(families, 0.3, seed=s)[1]) for s in range(10)}) > 1  # the seed decides
+    # a fraction near 1 still leaves one family to train on; one family cannot be split
+    train, val = split_by_family(families, 0.99, seed=0)
+    assert len({families[i] for i in train}) == 1
+    assert len(split_by_family(["a"] * 4, 0.5)[1]) == 0
+    assert len(split_by_family(families, 0.0)[1]) == 0
+    for bad in (1.0, -0.1):
+        with pytest.raises(TansError, match=r"val_fraction must be in \[0, 1\)"):
+            split_by_family(families, bad)
+
+
+def test_ranking_metrics_by_hand():
+    accuracy = np.array([0.9, 0.8, 0.7])
+    predicted = np.array([1.0, 3.0, 2.0])
+    got = ranking_metrics(accuracy, predicted)
+    # weightedtau(acc, predicted, rank=None): the true order's hyperbolic weights, pairs (1,2) (1,3)
+    # discordant with weights 3/2, 4/3, (2,3) concordant with 5/6 -> -2 / (11/3) = -6/11
+    assert got["tau"] == pytest.approx(-6 / 11)
+    assert got["regret"] == pytest.approx(10.0)  # the top-ranked model (0.8) vs the best (0.9), in points
+    assert got["mae"] == pytest.approx((0.1 + 2.2 + 1.3) / 3)
+    perfect = ranking_metrics(accuracy, accuracy)
+    assert perfect == pytest.approx({"tau": 1.0, "regret": 0.0, "mae": 0.0})
+    flat = ranking_metrics(accuracy, np.full(3, 0.5))  # no order predicted: no tau, the first model is picked
+    assert np.isnan(flat["tau"]) and flat["regret"] == pytest.approx(0.0) and flat["mae"] == pytest.approx(0.3)
+    assert all(np.isnan(v) for v in ranking_metrics(np.array([]), np.array([])).values())
+
+
+# ---------------------------------------------------------------- the transfer table
+
+RECIPE = {"epochs": 1, "lr": 0.004, "max_train_images": 32}
+
+
+def record(model_id: str, target: str, family: str, acc: float, *, seed: int = 0, recipe=None, chance: float = 0.2):
+    return TransferRecord(
+        model_id=model_id, target=target, target_fingerprint=f"fp-{target}", target_family=family, num_classes=5,
+        recipe={**(recipe or RECIPE), "seed": seed}, seed=seed, val_acc=acc, test_acc=acc, chance_acc=chance,
+        curve=(acc,), train_images=32, seconds=1.0,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def small_zoo(tmp_path):
+    """Three networks: two from a digits task, one from a glyphs task (weights are placeholders)."""
+    zoo = Zoo.create(tmp_path / "zoo")
+    entries = [make_entry(0), make_entry(1), make_entry(2, task="glyphs", family="glyphs")]
+    for e in entries:
+        zoo.add(e, {"w": np.zeros(2, np.float32)})
+    return zoo, entries
+
+
+def test_transfer_table_means_seeds_filters_recipe_and_families(small_zoo):
+    zoo, (a, b, g) = small_zoo
+    zoo.add_transfers([
+        record(a.id, "t1", "digits", 0.6, seed=0), record(a.id, "t1", "digits", 0.8, seed=1),  # mean 0.7
+        record(g.id, "t1", "digits", 0.5),
+        record(b.id, "t2", "glyphs", 0.4, chance=0.25),
+        record(a.id, "t2", "glyphs", 0.9, recipe={**RECIPE, "epochs": 3}),  # another recipe: left out by default
+    ])  # fmt: skip
+    table = transfer_table(zoo)
+    assert [e.id for e in table.entries] == zoo.ids() and table.records == 4
+    assert table.names == ["t1", "t2"] and table.targets == ["fp-t1", "fp-t2"]
+    assert table.families == ["digits", "glyphs"]
+    assert table.recipe == recipe_tag(RECIPE) and "seed" not in table.recipe
+    col = {e.id: i for i, e in enumerate(table.entries)}
+    np.testing.assert_allclose(table.accuracy[0, [col[a.id], col[g.id]]], [0.7, 0.5], rtol=1e-6)
+    assert np.isnan(table.accuracy[0, col[b.id]]) and np.isnan(table.accuracy[1, col[a.id]])  # never recorded
+    assert table.observed.sum() == 3
+    np.testing.assert_allclose(table.chance, [0.2, 0.25])
+    # candidates of a target: recorded models whose source family differs from the target's
+    assert table.candidates(0).tolist() == [col[g.id]]
+    assert table.candidates(1).tolist() == [col[b.id]]  # b is of family "digits", the target "glyphs"
+    # the other recipe, on request
+    other = transfer_table(zoo, recipe=recipe_tag({**RECIPE, "epochs": 3}))
+    assert other.records == 1 and other.accuracy[0, col[a.id]] == pytest.approx(0.9)
+    # excluded families: their targets disappear
+    digits_only = transfer_table(zoo, exclude_families=["glyphs"])
+    assert digits_only.names == ["t1"] and digits_only.records == 3
+    with pytest.raises(TansError, match="no transfer records outside the excluded families"):
+        transfer_table(zoo, exclude_families=["glyphs", "digits"])
+    with pytest.raises(TansError, match="no transfer record of the recipe"):
+        transfer_table(zoo, recipe=recipe_tag({**RECIPE, "epochs": 9}))
+
+
+def test_transfer_table_without_records_says_what_to_run(small_zoo):
+    zoo, _ = small_zoo
+    with pytest.raises(TansError, match=r"has no transfer records; .*run 'tans zoo transfer --zoo "):
+        transfer_table(zoo)
+
+
+# ---------------------------------------------------------------- stage 2's combiner
+
+
+def synthetic_rows(seed: int, *, targets: int = 6, k: int = 5, chance: float = 0.2):
+    """Fusion rows of ``targets`` shortlists whose accuracy lift is the ncm lift (plus a little noise)."""
+    rng = np.random.default_rng(seed)
+    X, y, groups = [], [], []
+    for t in range(targets):
+        stage1 = rng.uniform(chance, 0.8, k)
+        ncm = rng.uniform(chance, 1.0, k)
+        logme = rng.normal(size=k)
+        X.append(fusion_features(stage1, chance, {"logme": logme, "ncm": ncm}, chance))
+        y.append(np.clip(lift(ncm, chance) + rng.normal(0, 0.02, k), 0, 1))
+        groups += [f"t{t}"] * k
+    return np.concatenate(X), np.concatenate(y), np.array(groups)
+
+
+def test_fusion_features_columns():
+    stage1, ncm, logme = np.array([0.2, 0.6, 1.0]), np.array([0.25, 0.5, 1.0]), np.array([-1.0, 0.0, 1.0])
+    X = fusion_features(stage1, 0.2, {"logme": logme, "ncm": ncm}, 0.25)
+    names = feature_names(("logme", "ncm"))
+    assert names == ["stage1", "stage1_z", "logme_z", "ncm", "ncm_x_stage1", "ncm_z"] and X.shape == (3, len(names))
+    np.testing.assert_allclose(X[:, 0], [0.0, 0.5, 1.0])  # lifts over the dataset's chance
+    np.testing.assert_allclose(X[:, 3], [0.0, 1 / 3, 1.0])  # lifts over the probe sample's chance
+    np.testing.assert_allclose(X[:, 4], X[:, 0] * X[:, 3])
+    np.testing.assert_allclose(X[:, 2], (logme - logme.mean()) / logme.std())
+    assert (fusion_features(stage1[:1], 0.2, {"ncm": ncm[:1]}, 0.25)[:, [1, 4]] == 0).all()  # one model: no z-score
+
+
+def test_combiner_learns_that_a_high_ncm_lift_means_high_accuracy():
+    X, y, groups = synthetic_rows(0)
+    combiner = ProbeCombiner().fit(X, y, groups)
+    assert combiner.alpha_ in combiner.alphas and combiner.cv_mae_ < 0.1 and combiner.rows_ == len(y)
+    X_new, y_new, _ = synthetic_rows(1, targets=3)
+    predicted = combiner.predict(X_new)
+    assert ((0 <= predicted) & (predicted <= 1)).all()
+    assert np.abs(predicted - y_new).mean() < 0.1
+    assert np.corrcoef(predicted, y_new)[0, 1] > 0.9
+    # features at chance (as on images whose labels mean nothing) -> an accuracy lift near 0
+    at_chance = fusion_features(np.full(4, 0.5), 0.2, {"logme": np.zeros(4), "ncm": np.full(4, 0.2)}, 0.2)
+    assert combiner.predict(at_chance).max() < 0.15
+
+
+def test_combiner_round_trips_through_a_dict():
+    X, y, groups = synthetic_rows(0)
+    combiner = ProbeCombiner().fit(X, y, groups)
+    values = json.loads(json.dumps(combiner.to_dict()))  # JSON-able
+    again = ProbeCombiner.from_dict(values)
+    assert again.scores == combiner.scores and again.alpha_ == combiner.alpha_
+    np.testing.assert_allclose(again.predict(X), combiner.predict(X))
+    values["coef"] = values["coef"][:-1]
+    with pytest.raises(TansError, match="does not match its probe scores"):
+        ProbeCombiner.from_dict(values)
+
+
+def test_combiner_errors():
+    X, y, groups = synthetic_rows(0)
+    with pytest.raises(TansError, match="at least 2 validation targets, got 1"):
+        ProbeCombiner().fit(X, y, np.full(len(y), "t0"))
+    with pytest.raises(TansError, match=r"expected fusion features of shape \(n, 6\)"):
+        ProbeCombiner().fit(X[:, :3], y, groups)
+    bad = X.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(TansError, match="NaN or infinite"):
+        ProbeCombiner().fit(bad, y, groups)
+    with pytest.raises(TansError, match="not fitted yet"):
+        ProbeCombiner().predict(X)

@@ -20,12 +20,12 @@ import time
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from tans._errors import TansError, did_you_mean
 from tans.data.dataset import Dataset
-from tans.index import Constraints
 from tans.zoo.entry import ZooEntry
 from tans.zoo.store import Zoo
 
@@ -34,19 +34,18 @@ __all__ = [
     "Method",
     "MethodContext",
     "Ranking",
+    "PROBE_BASELINES",
     "get_method",
     "list_methods",
-    "logme_scores",
     "register_method",
 ]
 
 #: Searchers the methods need: name -> the :class:`~tans.searcher.Searcher` settings it changes.
 SEARCHER_VARIANTS: dict[str, dict] = {
     "main": {},
-    "no-functional": {"use_functional": False},
-    "no-predictor": {"use_predictor": False},
-    "margin-loss": {"loss": "margin"},
     "mean-pooling": {"set_encoder": "mean"},
+    "with-functional": {"use_functional": True},
+    "no-source": {"use_source": False},
 }
 
 
@@ -75,7 +74,7 @@ class MethodContext:
     random_draws : int
         Draws of the random baseline.
     logme_per_class : int
-        Images per class for LogME (and the searcher's LogME verification).
+        Images per class of the probe sample the over-every-candidate baselines (LogME, NCM) see.
     """
 
     dataset: Dataset
@@ -86,8 +85,9 @@ class MethodContext:
     logme_per_class: int = 20
     # filled lazily
     _entries: list[ZooEntry] | None = field(default=None, repr=False)
-    _logme: tuple[np.ndarray, np.ndarray, float] | None = field(default=None, repr=False)
-    _queries: dict = field(default_factory=dict, repr=False)
+    _probes: Any = field(default=None, repr=False)
+    _searches: dict = field(default_factory=dict, repr=False)
+    _scores: dict = field(default_factory=dict, repr=False)
 
     @property
     def entries(self) -> list[ZooEntry]:
@@ -114,19 +114,41 @@ class MethodContext:
             raise TansError(f"This method needs the '{variant}' searcher, which was not fitted for this run.")
         return self.searchers[variant]
 
-    def query(self, variant: str) -> np.ndarray:
-        """The dataset's query embedding under a searcher variant (cached)."""
-        if variant not in self._queries:
-            self._queries[variant] = self.searcher(variant).embed_dataset(self.dataset)
-        return self._queries[variant]
-
-    def logme(self) -> tuple[np.ndarray, np.ndarray, float]:
-        """LogME of every zoo entry on this dataset: (scores, seconds per entry, shared seconds)."""
-        if self._logme is None:
-            self._logme = logme_scores(
-                self.dataset, self.zoo, self.entries, per_class=self.logme_per_class, seed=self.seed
+    def search(self, variant: str, limit: int | None, top_k: int, *, fast: bool):
+        """One search of a searcher variant (cached: methods sharing a ranking share its one timing)."""
+        key = (variant, limit, top_k, fast)
+        if key not in self._searches:
+            self._searches[key] = self.searcher(variant).search(
+                self.dataset, zoo=self.zoo, max_params=limit, top_k=top_k, fast=fast
             )
-        return self._logme
+        return self._searches[key]
+
+    def searcher_scores(self, variant: str, positions: np.ndarray, *, probe: bool) -> np.ndarray:
+        """A searcher variant's expected accuracy of entries (stage 1, or fused with probes of each)."""
+        key = (variant, probe, tuple(positions.tolist()))
+        if key not in self._scores:
+            _, self._scores[key] = self.searcher(variant).predict_entries(
+                self.dataset, [self.entries[p] for p in positions], zoo=self.zoo, probe=probe
+            )
+        return self._scores[key]
+
+    def probes(self):
+        """Probe scores of every zoo entry on this dataset (:class:`tans.searcher.probe.ProbeScores`).
+
+        One forward pass per entry on a class-balanced sample of the training split, scored by
+        every baseline that looks at all candidates (:data:`PROBE_BASELINES`).
+        """
+        if self._probes is None:
+            from tans.searcher.probe import probe_scores
+
+            self._probes = probe_scores(self.zoo, [e.id for e in self.entries], self.dataset,
+                                        per_class=self.logme_per_class, seed=self.seed, scores=PROBE_BASELINES)
+        return self._probes
+
+    def probe_seconds(self, score: str, positions: np.ndarray) -> float:
+        """What scoring ``positions`` with one probe score costs: the shared sample, their forward passes, that score."""
+        found = self.probes()
+        return float(found.shared_seconds + found.feature_seconds[positions].sum() + found.score_seconds[score][positions].sum())
 
 
 @dataclass(frozen=True)
@@ -188,32 +210,17 @@ def get_method(name: str) -> Method:
 
 
 # ---------------------------------------------------------------------------------- searchers
-def _constraints(limit: int | None) -> Constraints:
-    return Constraints(max_params=limit) if limit is not None else Constraints()
-
-
-def _searcher_rank(variant: str, *, verify: bool = False):
+def _searcher_rank(variant: str, *, fast: bool):
     def rank(ctx: MethodContext, limit: int | None, top_k: int) -> Ranking:
-        result = ctx.searcher(variant).search(
-            ctx.dataset,
-            zoo=ctx.zoo,
-            constraints=_constraints(limit),
-            top_k=top_k,
-            verify=verify,
-            verify_per_class=ctx.logme_per_class,
-        )
+        result = ctx.search(variant, limit, top_k, fast=fast)
         return Ranking(ids=result.ids, seconds=result.seconds["total"])
 
     return rank
 
 
-def _searcher_score(variant: str):
+def _searcher_score(variant: str, *, probe: bool):
     def score(ctx: MethodContext, positions: np.ndarray) -> np.ndarray:
-        searcher = ctx.searcher(variant)
-        q = ctx.query(variant)
-        emb = searcher.embed_entries([ctx.entries[p] for p in positions])
-        # Without a predictor the searcher ranks by similarity alone.
-        return searcher.predict(q, emb) if searcher.use_predictor else emb @ q
+        return ctx.searcher_scores(variant, positions, probe=probe)
 
     return score
 
@@ -231,10 +238,10 @@ def _rank_by(score_fn: Callable[[MethodContext, np.ndarray], np.ndarray]):
         tie = np.array([ctx.entries[p].val_acc for p in allowed])
         order = np.lexsort((-tie, -scores))[:top_k]
         seconds = time.perf_counter() - start
-        if score_fn is _logme_score:
-            # LogME's cost is its forward passes: count the shared sample once and each candidate's own pass.
-            _, per_entry, shared = ctx.logme()
-            seconds = shared + float(per_entry[allowed].sum())
+        probe = getattr(score_fn, "probe", None)
+        if probe is not None:
+            # a probe's cost is the shared sample, each candidate's forward pass and its own score
+            seconds = ctx.probe_seconds(probe, allowed)
         return Ranking(ids=[ctx.entries[allowed[j]].id for j in order], seconds=seconds)
 
     return rank
@@ -253,9 +260,13 @@ def _static_prior_score(ctx: MethodContext, positions: np.ndarray) -> np.ndarray
     return np.array([means[ctx.entries[p].arch] for p in positions])
 
 
-def _logme_score(ctx: MethodContext, positions: np.ndarray) -> np.ndarray:
-    scores, _, _ = ctx.logme()
-    return scores[positions]
+def _probe_score(name: str):
+    def score(ctx: MethodContext, positions: np.ndarray) -> np.ndarray:
+        values = ctx.probes().scores[name][positions]
+        return np.where(np.isfinite(values), values, -np.inf)
+
+    score.probe = name
+    return score
 
 
 def _random_rank(ctx: MethodContext, limit: int | None, top_k: int) -> Ranking:
@@ -267,100 +278,26 @@ def _random_rank(ctx: MethodContext, limit: int | None, top_k: int) -> Ranking:
     return Ranking(ids=[ctx.entries[p].id for p in draws], seconds=time.perf_counter() - start)
 
 
-_LOGME_VARIANTS = ("logme", "logme-reference")  # probe scores logme_scores may compute
-
-
-def logme_scores(
-    dataset: Dataset,
-    zoo: Zoo,
-    entries: Sequence[ZooEntry],
-    *,
-    per_class: int = 20,
-    seed: int = 0,
-    variant: str = "logme",
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """LogME of each entry's pre-logit features on a class-balanced sample of ``dataset``.
-
-    The sample is drawn from the training split and resized to the zoo's working format
-    (:func:`tans.searcher.probe.probe_scores`).
-
-    Parameters
-    ----------
-    dataset : Dataset
-        The target dataset (its training split is sampled).
-    zoo : Zoo
-        Holds the entries' weights and their working format.
-    entries : sequence of ZooEntry
-        Models to score.
-    per_class : int
-        Images per class.
-    seed : int
-        Seed of the sample.
-    variant : {"logme", "logme-reference"}
-        The exact evidence, or the value of the authors' reference code.
-
-    Returns
-    -------
-    (np.ndarray, np.ndarray, float)
-        ``(n,)`` scores (higher is better; a non-finite value becomes ``-inf``), ``(n,)`` seconds
-        each entry took (loading, forward pass and score), and the seconds of the shared sampling
-        and resizing.
-
-    Raises
-    ------
-    TansError
-        For another ``variant``.
-    """
-    from tans.searcher.probe import probe_scores
-
-    if variant not in _LOGME_VARIANTS:
-        raise TansError(
-            f"Unknown LogME variant '{variant}'; expected one of {', '.join(_LOGME_VARIANTS)}."
-            f"{did_you_mean(str(variant), _LOGME_VARIANTS)}"
-        )
-    result = probe_scores(zoo, [e.id for e in entries], dataset, per_class=per_class, seed=seed, scores=(variant,))
-    scores = result.scores[variant]
-    scores = np.where(np.isfinite(scores), scores, -np.inf)
-    return scores, result.seconds_per_entry, result.shared_seconds
+#: Probe scores the over-every-candidate baselines use (one forward pass per entry serves them all).
+PROBE_BASELINES = ("logme", "logme-reference", "ncm")
 
 
 # ------------------------------------------------------------------------------- the registry
+register_method(Method(name="searcher", label="searcher (stage 1 + probe stage 2, default)",
+                       rank=_searcher_rank("main", fast=False), score=_searcher_score("main", probe=True),
+                       searcher="main"))
+register_method(Method(name="searcher-stage1", label="searcher, stage 1 only (--fast)",
+                       rank=_searcher_rank("main", fast=True), score=_searcher_score("main", probe=False),
+                       searcher="main"))
+register_method(Method(name="searcher-top3", label="searcher, best of top 3 (by val acc)",
+                       rank=_searcher_rank("main", fast=False), score=None, pick="best-val-of-3", searcher="main"))
 for _variant, _label in (
-    ("main", "searcher (TANS)"),
-    ("no-functional", "ablation: no functional embedding"),
-    ("no-predictor", "ablation: no predictor re-rank"),
-    ("margin-loss", "ablation: margin loss (paper)"),
-    ("mean-pooling", "ablation: mean pooling"),
+    ("mean-pooling", "ablation (stage 1): mean pooling"),
+    ("with-functional", "ablation (stage 1): + functional embedding"),
+    ("no-source", "ablation (stage 1): no source-task embedding"),
 ):
-    register_method(
-        Method(
-            name="searcher" if _variant == "main" else _variant,
-            label=_label,
-            rank=_searcher_rank(_variant),
-            score=_searcher_score(_variant),
-            searcher=_variant,
-        )
-    )
-    if _variant == "main":
-        register_method(
-            Method(
-                name="searcher-top3",
-                label="searcher, best of top 3 (by val acc)",
-                rank=_searcher_rank("main"),
-                score=_searcher_score("main"),
-                pick="best-val-of-3",
-                searcher="main",
-            )
-        )
-        register_method(
-            Method(
-                name="searcher-verify",
-                label="searcher shortlist re-ranked by LogME (--verify)",
-                rank=_searcher_rank("main", verify=True),
-                score=None,
-                searcher="main",
-            )
-        )
+    register_method(Method(name=_variant, label=_label, rank=_searcher_rank(_variant, fast=True),
+                           score=_searcher_score(_variant, probe=False), searcher=_variant))
 register_method(Method(name="random", label="random choice (mean of draws)", rank=_random_rank, score=None, pick="mean"))
 register_method(Method(name="largest", label="largest under the budget", rank=_rank_by(_params_score), score=_params_score))
 register_method(
@@ -375,9 +312,14 @@ register_method(
 register_method(
     Method(
         name="static-prior",
-        label="static prior (best mean acc of the arch)",
+        label="static prior (best mean source acc of the arch)",
         rank=_rank_by(_static_prior_score),
         score=_static_prior_score,
     )
 )
-register_method(Method(name="logme", label="LogME over every candidate", rank=_rank_by(_logme_score), score=_logme_score))
+for _name, _label in (
+    ("logme", "LogME over every candidate (exact evidence)"),
+    ("logme-reference", "LogME over every candidate (authors' reference code)"),
+    ("ncm", "nearest-class-mean accuracy over every candidate"),
+):
+    register_method(Method(name=_name, label=_label, rank=_rank_by(_probe_score(_name)), score=_probe_score(_name)))

@@ -3,6 +3,9 @@
 Accuracies are fractions in [0, 1]; regret is reported in percentage points (``100 * (oracle -
 picked)``) because that is how the goals are stated.
 
+Differences between methods come with :func:`paired_bootstrap`: a 95% interval over test cells and
+seeds; a difference whose interval holds 0 is a tie.
+
 Weighted Kendall tau has two conventions in this field that give different numbers, so both are
 returned, labelled:
 
@@ -30,6 +33,7 @@ __all__ = [
     "epochs_to_reach",
     "speed_ratio",
     "mean_or_none",
+    "paired_bootstrap",
 ]
 
 TAU_CONVENTIONS = {
@@ -143,3 +147,54 @@ def mean_or_none(values: Sequence[float | None]) -> float | None:
     """Mean of the values that are not None or NaN; ``None`` when none is left."""
     kept = [float(v) for v in values if v is not None and not math.isnan(float(v))]
     return float(np.mean(kept)) if kept else None
+
+
+def paired_bootstrap(
+    a: Sequence[Sequence[float | None]],
+    b: Sequence[Sequence[float | None]],
+    *,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, float | bool | None]:
+    """Mean paired difference ``a - b`` with a two-level bootstrap interval over cells and seeds.
+
+    Parameters
+    ----------
+    a, b : sequence of sequence of float or None
+        Per cell (test dataset x budget), the per-seed values of two methods (same seeds in the
+        same order); None where a fine-tune failed (that seed's pair is left out).
+    n_boot : int
+        Bootstrap draws: cells are resampled with replacement, then within each drawn cell the
+        seeds (the same seeds for both methods, so the pairing holds).
+    level : float
+        Coverage of the percentile interval.
+    seed : int
+        Seed of the draws.
+
+    Returns
+    -------
+    dict
+        ``mean``, ``low``, ``high`` (None without a single complete pair) and ``resolved``: the
+        interval excludes 0, so the difference is not a tie.
+    """
+    diffs = []
+    for row_a, row_b in zip(a, b):
+        d = np.array([np.nan if x is None or y is None else float(x) - float(y) for x, y in zip(row_a, row_b)])
+        diffs.append(d)
+    if not diffs or all(np.isnan(d).all() for d in diffs):
+        return {"mean": None, "low": None, "high": None, "resolved": False}
+    width = max(len(d) for d in diffs)
+    matrix = np.full((len(diffs), width), np.nan)
+    for i, d in enumerate(diffs):
+        matrix[i, : len(d)] = d
+    rng = np.random.default_rng(seed)
+    cells = rng.integers(0, len(diffs), size=(n_boot, len(diffs)))
+    seeds = rng.integers(0, width, size=(n_boot, len(diffs), width))
+    draws = matrix[cells[:, :, None], seeds]  # (n_boot, cells, seeds)
+    with np.errstate(all="ignore"):
+        means = np.nanmean(draws.reshape(n_boot, -1), axis=1)
+    means = means[np.isfinite(means)]
+    low, high = np.percentile(means, [50 * (1 - level), 50 * (1 + level)])
+    return {"mean": float(np.nanmean(matrix)), "low": float(low), "high": float(high),
+            "resolved": bool(low > 0 or high < 0)}

@@ -135,12 +135,16 @@ class ProbeCombiner:
         self.rows_ = int(len(y))
         return self
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        """Predicted accuracy lift of each row, clipped to [0, 1]."""
+    def decision(self, X: np.ndarray) -> np.ndarray:
+        """The regression's raw output per row: the order to rank by (unclipped, so no ties at the bounds)."""
         if not hasattr(self, "coef_"):
             raise TansError("This ProbeCombiner is not fitted yet; call fit first.")
         Z = (np.asarray(X, dtype=np.float64) - self.mean_) / self.scale_
-        return np.clip(Z @ self.coef_ + self.intercept_, 0.0, 1.0)
+        return Z @ self.coef_ + self.intercept_
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Predicted accuracy lift of each row, clipped to [0, 1]."""
+        return np.clip(self.decision(X), 0.0, 1.0)
 
     def to_dict(self) -> dict:
         """JSON-able fitted state."""

@@ -62,10 +62,22 @@ class QueryEncoder(nn.Module):
         super().__init__()
         options = {"num_inducing": self.INDUCING_POINTS} if set_encoder == "attention" else {}
         self.encoder = make_set_encoder(set_encoder, in_dim, embed_dim, **options)
+        # Frozen features are unit vectors whose entries differ from dataset to dataset by a few
+        # hundredths: standardised per dimension (statistics of the meta-training pools), the
+        # differences survive the encoder's normalisation layers instead of collapsing every
+        # dataset onto one embedding.
+        self.register_buffer("feature_mean", torch.zeros(in_dim))
+        self.register_buffer("feature_scale", torch.ones(in_dim))
+
+    @torch.no_grad()
+    def fit_standardization(self, features: torch.Tensor) -> None:
+        """Set the per-dimension mean and scale from ``(n, in_dim)`` features of the training pools."""
+        self.feature_mean.copy_(features.mean(dim=0))
+        self.feature_scale.copy_(features.std(dim=0).clamp(min=1e-6))
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """``(batch, set_size, in_dim)`` features (``mask`` (batch, set_size), True = present) -> ``(batch, embed_dim)``."""
-        return self.encoder(features, mask)
+        return self.encoder((features - self.feature_mean) / self.feature_scale, mask)
 
 
 @lru_cache(maxsize=65536)

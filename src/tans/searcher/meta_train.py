@@ -53,6 +53,7 @@ __all__ = [
     "meta_train",
     "split_by_family",
     "evaluate_targets",
+    "query_batch",
     "ranking_metrics",
 ]
 
@@ -70,7 +71,10 @@ class MetaTrainConfig:
     lr, weight_decay, min_lr_ratio : float
         AdamW peak learning rate, weight decay, and the cosine's floor as a fraction of ``lr``.
     per_class : int
-        Query images per class in each sampled set.
+        Query images per class in each sampled set of a target.
+    source_per_class : int
+        Images per class in each step's sampled set of a source task (every source is embedded at
+        every step, so these sets are smaller).
     positives : int
         Each target's best recorded models used as contrastive positives.
     temperature : float
@@ -95,6 +99,7 @@ class MetaTrainConfig:
     min_lr_ratio: float = 0.02
     # data
     per_class: int = 20
+    source_per_class: int = 8
     positives: int = 3
     # loss
     temperature: float = 0.1
@@ -112,6 +117,7 @@ class MetaTrainConfig:
             ("batch_targets", self.batch_targets >= 1, "at least 1"),
             ("lr", self.lr > 0, "positive"),
             ("per_class", self.per_class >= 1, "at least 1"),
+            ("source_per_class", self.source_per_class >= 1, "at least 1"),
             ("positives", self.positives >= 1, "at least 1"),
             ("temperature", self.temperature > 0, "positive"),
             ("contrastive_weight", self.contrastive_weight >= 0, "0 or more"),
@@ -242,7 +248,7 @@ def split_by_family(families: Sequence[str], val_fraction: float, seed: int = 0)
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
-def _query_batch(pools: Sequence[MetaPool], per_class: int, rng: np.random.Generator, device) -> tuple[torch.Tensor, torch.Tensor]:
+def query_batch(pools: Sequence[MetaPool], per_class: int, rng: np.random.Generator, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Padded query sets ``(D, S, d)`` and their mask ``(D, S)``."""
     picks = [balanced_indices(p.labels, per_class, rng) for p in pools]
     size = max(len(p) for p in picks)
@@ -285,8 +291,8 @@ def evaluate_targets(
     was_training = net.training
     net.eval()
     rng = np.random.default_rng(seed)
-    q = net.query(*_query_batch([inputs.targets[r] for r in rows], per_class, rng, device))
-    sources = net.query(*_query_batch(inputs.sources, per_class, rng, device))
+    q = net.query(*query_batch([inputs.targets[r] for r in rows], per_class, rng, device))
+    sources = net.query(*query_batch(inputs.sources, per_class, rng, device))
     m = _encode_models(net, inputs, sources, device)
     chance = torch.as_tensor(inputs.table.chance[rows], device=device)
     predicted = net.predict(q, m, chance).cpu().numpy()
@@ -371,8 +377,8 @@ def meta_train(
         sums = np.zeros(4)
         for _ in range(config.steps_per_epoch):
             rows = rng.choice(train_rows, batch, replace=False)
-            q = net.query(*_query_batch([inputs.targets[r] for r in rows], config.per_class, rng, device))  # (B, e)
-            sources = net.query(*_query_batch(inputs.sources, config.per_class, rng, device))  # (S, e)
+            q = net.query(*query_batch([inputs.targets[r] for r in rows], config.per_class, rng, device))  # (B, e)
+            sources = net.query(*query_batch(inputs.sources, config.source_per_class, rng, device))  # (S, e)
             idx = torch.as_tensor(rows, device=device)
             observed = observed_all[idx]  # (B, M)
             cols = torch.nonzero(observed.any(dim=0)).squeeze(1)  # models recorded on any target of the batch

@@ -276,6 +276,8 @@ class ProbeScores:
     scores: dict[str, np.ndarray]  # score name -> (n,) values, higher is better
     # cost
     seconds_per_entry: np.ndarray  # (n,) loading, forward pass and every score of one entry
+    feature_seconds: np.ndarray  # (n,) loading and forward pass alone
+    score_seconds: dict[str, np.ndarray]  # score name -> (n,) seconds of that score alone
     shared_seconds: float  # sampling and resizing, paid once
     # the probe sample
     images: int
@@ -332,20 +334,25 @@ def probe_scores(
     if counts.size < 2:
         raise TansError(f"Dataset '{dataset.name}' has {counts.size} class in its training split; probe scores need 2.")
     values = {name: np.empty(len(ids)) for name in names}
-    seconds = np.empty(len(ids))
+    score_seconds = {name: np.empty(len(ids)) for name in names}
+    feature_seconds = np.empty(len(ids))
     tic = time.perf_counter()
     for i, (entry_id, feats) in enumerate(probe_features(zoo, ids, images, device=device)):
+        feature_seconds[i] = time.perf_counter() - tic
         for name, fn in fns.items():
+            tic = time.perf_counter()
             try:
                 values[name][i] = fn(feats, labels)
             except TansError as exc:
                 raise TansError(f"Entry {entry_id}: {exc}") from None
-        toc = time.perf_counter()
-        seconds[i], tic = toc - tic, toc
+            score_seconds[name][i] = time.perf_counter() - tic
+        tic = time.perf_counter()
     return ProbeScores(
         ids=ids,
         scores=values,
-        seconds_per_entry=seconds,
+        seconds_per_entry=feature_seconds + sum(score_seconds.values()),
+        feature_seconds=feature_seconds,
+        score_seconds=score_seconds,
         shared_seconds=shared,
         images=len(labels),
         chance=float(counts.max() / counts.sum()),

@@ -45,6 +45,7 @@ from tans.searcher.experience import transfer_table
 from tans.searcher.features import DEFAULT_EXTRACTOR, make_extractor, query_sample, train_default_extractor
 from tans.searcher.meta_train import (
     EpochLog,
+    query_batch,
     MetaInputs,
     MetaPool,
     MetaTrainConfig,
@@ -355,6 +356,7 @@ class Searcher:
         train_rows, val_rows = split_by_family(table.families, self.val_fraction, self.seed)
         torch.manual_seed(self.seed)
         net = self._new_net(extractor.dim)
+        net.query.fit_standardization(torch.cat([p.features.cpu() for p in pools.values()]))
         result = meta_train(
             net,
             inputs,
@@ -367,9 +369,11 @@ class Searcher:
         net = net.cpu().eval()
         self.extractor_ = extractor
         self.net_ = net
-        self.source_embeddings_ = {
-            fp: self._query_embedding(samples[fp].images) for fp in source_fps
-        }
+        with torch.no_grad():  # a query-sized sample of each source's already extracted pool
+            rng = np.random.default_rng(self.seed)
+            x, mask = query_batch([MetaPool(p.name, p.features.cpu(), p.labels) for p in inputs.sources],
+                                   self.per_class, rng, "cpu")
+            self.source_embeddings_ = dict(zip(source_fps, net.query(x, mask).numpy()))
         self.result_ = result
         self.records_ = {
             "records": table.records,
@@ -447,7 +451,7 @@ class Searcher:
                 raise TansError(f"entry {entry.id}'s source task '{entry.task}' is new to this searcher; pass its zoo.")
             dataset = zoo.load_task(fp)
             self.source_embeddings_[fp] = self._query_embedding(
-                query_sample(dataset, per_class=self.pool_per_class, seed=self.seed).images
+                query_sample(dataset, per_class=self.per_class, seed=self.seed).images
             )
         return self.source_embeddings_[fp]
 
@@ -499,6 +503,38 @@ class Searcher:
         q = torch.as_tensor(query, dtype=torch.float32)[None]
         m = torch.as_tensor(model_embeddings, dtype=torch.float32)
         return self.net_.predict(q, m, torch.tensor([chance], dtype=torch.float32)).numpy()[0]
+
+    def predict_entries(
+        self, dataset: Dataset, entries: Sequence[ZooEntry], *, zoo: Zoo, probe: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Expected test accuracy of any zoo entries on ``dataset``, and the scores that order them.
+
+        For evaluation and tables: search itself probes only its stage-1 shortlist.
+
+        Parameters
+        ----------
+        dataset : Dataset
+            The dataset (its training split is sampled).
+        entries : sequence of ZooEntry
+            Entries of ``zoo`` to score, in any number.
+        zoo : Zoo
+            Their zoo.
+        probe : bool
+            Fuse stage 2's probe scores of *every* given entry with stage 1 (needs a combiner).
+
+        Returns
+        -------
+        (np.ndarray, np.ndarray)
+            ``(n,)`` expected accuracies (in [chance, 1]) and ``(n,)`` ranking scores (higher is
+            better; stage 2's unclipped output when probed, so entries never tie at a bound).
+        """
+        chance = 1.0 / max(dataset.num_classes, 1)
+        stage1 = self.predict(self.embed_dataset(dataset), self.embed_entries(entries, zoo), chance=chance)
+        if not probe or self.combiner_ is None:
+            return stage1, stage1
+        probes, probe_chance = self._probe(dataset, [e.id for e in entries], zoo)
+        features = fusion_features(stage1, chance, probes, probe_chance)
+        return chance + (1.0 - chance) * self.combiner_.predict(features), self.combiner_.decision(features)
 
     def _zoo_cache(self, zoo: Zoo) -> _ZooCache:
         """Model embeddings and index of ``zoo``; rebuilt when its set of entry ids changed."""
@@ -613,8 +649,9 @@ class Searcher:
         if k > 0:
             tic = time.perf_counter()
             probes, probe_chance = self._probe(dataset, [cache.entries[p].id for p in pos[top]], zoo)
-            fused = self.combiner_.predict(fusion_features(stage1[top], chance, probes, probe_chance))
-            predicted[top] = chance + (1.0 - chance) * fused
+            features = fusion_features(stage1[top], chance, probes, probe_chance)
+            predicted[top] = chance + (1.0 - chance) * self.combiner_.predict(features)
+            fused = self.combiner_.decision(features)  # unclipped: the order
             order = np.concatenate([top[np.lexsort((-stage1[top], -fused))], order[k:]])
             seconds["probe"] = time.perf_counter() - tic
 
