@@ -133,7 +133,7 @@ def write(results: dict, out_dir: Path) -> None:
         "# Searcher quality: leave-one-family-out on the transfer records",
         "",
         f"Zoo: {results['zoo']} ({results['entries']} models; {results['records']} transfer records of "
-        f"{results['record_models']} models on {results['targets']} targets from {len(results['families'])} families; "
+        f"{results['record_models']} models on {results['targets']} targets from {len(results['record_families'])} families; "
         f"recipe: {results['recipe']}). For each family, a searcher fitted on the other families ranks that family's "
         "targets; candidates are the recorded models of other source families. tau = "
         "`scipy.stats.weightedtau(true_acc, score, rank=None)`; regret = best candidate minus the top-ranked one, "
@@ -182,6 +182,7 @@ def main() -> None:
         "records": table.records,
         "record_models": int(table.observed.any(axis=0).sum()),
         "targets": len(table.targets),
+        "record_families": sorted(set(table.families)),
         "recipe": table.recipe,
         "searcher": params,
         "families": per_family,

@@ -496,12 +496,18 @@ def test_fusion_features_columns():
 def test_combiner_learns_that_a_high_ncm_lift_means_high_accuracy():
     X, y, groups = synthetic_rows(0)
     combiner = ProbeCombiner().fit(X, y, groups)
-    assert combiner.alpha_ in combiner.alphas and combiner.cv_mae_ < 0.1 and combiner.rows_ == len(y)
-    X_new, y_new, _ = synthetic_rows(1, targets=3)
-    predicted = combiner.predict(X_new)
+    assert set(combiner.alpha_) == {"level", "order"} and set(combiner.alpha_.values()) <= set(combiner.alphas)
+    assert max(combiner.cv_mae_.values()) < 0.1 and combiner.rows_ == len(y)
+    X_new, y_new, groups_new = synthetic_rows(1, targets=3)
+    # predict() reads one shortlist at a time: its level comes from the shortlist's mean features
+    predicted = np.concatenate([combiner.predict(X_new[groups_new == g]) for g in np.unique(groups_new)])
+    truth = np.concatenate([y_new[groups_new == g] for g in np.unique(groups_new)])
     assert ((0 <= predicted) & (predicted <= 1)).all()
-    assert np.abs(predicted - y_new).mean() < 0.1
-    assert np.corrcoef(predicted, y_new)[0, 1] > 0.9
+    assert np.abs(predicted - truth).mean() < 0.1
+    assert np.corrcoef(predicted, truth)[0, 1] > 0.9
+    # within one shortlist, the model with the highest ncm lift is ranked first
+    first = X_new[groups_new == "t0"]
+    assert np.argmax(combiner.decision(first)) == np.argmax(first[:, 3])
     # features at chance (as on images whose labels mean nothing) -> an accuracy lift near 0
     at_chance = fusion_features(np.full(4, 0.5), 0.2, {"logme": np.zeros(4), "ncm": np.full(4, 0.2)}, 0.2)
     assert combiner.predict(at_chance).max() < 0.15
@@ -514,15 +520,15 @@ def test_combiner_round_trips_through_a_dict():
     again = ProbeCombiner.from_dict(values)
     assert again.scores == combiner.scores and again.alpha_ == combiner.alpha_
     np.testing.assert_allclose(again.predict(X), combiner.predict(X))
-    values["coef"] = values["coef"][:-1]
+    values["coef"]["order"] = values["coef"]["order"][:-1]
     with pytest.raises(TansError, match="does not match its probe scores"):
         ProbeCombiner.from_dict(values)
 
 
 def test_combiner_errors():
     X, y, groups = synthetic_rows(0)
-    with pytest.raises(TansError, match="at least 2 validation targets, got 1"):
-        ProbeCombiner().fit(X, y, np.full(len(y), "t0"))
+    with pytest.raises(TansError, match="at least 3 shortlists to fit, got 2"):
+        ProbeCombiner().fit(X, y, np.where(groups == "t0", "t0", "t1"))
     with pytest.raises(TansError, match=r"expected fusion features of shape \(n, 6\)"):
         ProbeCombiner().fit(X[:, :3], y, groups)
     bad = X.copy()

@@ -1,7 +1,6 @@
 """Zoo building: a tiny zoo in seconds, resume after SIGKILL, the process pool, Ray, `tans zoo` commands."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

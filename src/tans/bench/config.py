@@ -12,15 +12,15 @@ the test datasets, and keep a config valid for a zoo of any size.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from tans._config import check_keys, read_config_file
 from tans._errors import TansError, did_you_mean
 from tans.zoo.build import BuildConfig
 from tans.zoo.transfer import TransferConfig
@@ -184,15 +184,7 @@ class BenchConfig:
         TansError
             For unknown keys, missing required keys or invalid values.
         """
-        values = dict(values)
-        values.pop("comment", None)
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise TansError(
-                f"Unknown key '{unknown[0]}' in {where}; expected some of {', '.join(sorted(known))}."
-                f"{did_you_mean(unknown[0], known)}"
-            )
+        values = check_keys(cls, values, where)
         missing = [k for k in ("name", "zoo", "test_datasets", "budgets") if k not in values]
         if missing:
             raise TansError(f"{where} is missing '{missing[0]}'; see benchmarks/bench/full.json for an example.")
@@ -212,14 +204,7 @@ class BenchConfig:
             If the file is missing, not JSON, or holds invalid settings.
         """
         path = Path(path)
-        if not path.is_file():
-            raise TansError(f"Bench config '{path}' does not exist; pass a JSON file such as {FULL_CONFIG}.")
-        try:
-            values = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise TansError(f"Bench config '{path}' is not valid JSON: {exc}.") from None
-        if not isinstance(values, dict):
-            raise TansError(f"Bench config '{path}' must hold an object of settings, got {type(values).__name__}.")
+        values = read_config_file(path, what="Bench config", example=str(FULL_CONFIG))
         return cls.from_dict(values, where=str(path), base=path.parent)
 
 

@@ -66,8 +66,8 @@ def meta_train(
         f"{result.best_epoch}. tau = weightedtau(true acc, predicted, rank=None); regret in points."
     )
     if combiner is not None:
-        console.print(f"Stage 2 combiner: {combiner['rows']} rows, leave-one-target-out MAE of the accuracy lift "
-                      f"{combiner['cv_mae']:.3f}.")
+        console.print(f"Stage 2 combiner: {combiner['rows']} rows; leave-one-target-out MAE of the accuracy lift: "
+                      f"level {combiner['cv_mae']['level']:.3f}, order within a shortlist {combiner['cv_mae']['order']:.3f}.")
     console.print(f"Searcher written to {path} in {result.seconds:.1f} s.")
 
 

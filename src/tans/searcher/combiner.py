@@ -9,16 +9,16 @@ builds a few numbers, all on scales that do not depend on the dataset:
 - for every probe, and for ``stage1``: its z-score within the shortlist (LogME's scale varies from
   dataset to dataset; its order within one dataset is what carries information).
 
-:class:`ProbeCombiner` is a ridge regression from these to the recorded accuracy lift, fitted on
-transfer records of targets that stage 1 did not train on, plus *null* copies of those targets
-whose labels were shuffled (their accuracy is chance by construction): so when a probe finds no
-relation between images and labels, e.g. random-noise images, the predicted accuracy falls to
-chance whatever the prior says. The ridge penalty is chosen by leave-one-target-out error.
+:class:`ProbeCombiner` regresses the recorded accuracy lift on these (a level per shortlist and
+an order within it), fitted on transfer records of targets that stage 1 did not train on, plus
+*null* copies of those targets whose labels were shuffled (their accuracy is chance by
+construction): so when a probe finds no relation between images and labels, e.g. random-noise
+images, the predicted accuracy falls to chance whatever the prior says. The ridge penalties are
+chosen by leave-one-target-out error.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -80,7 +80,13 @@ def fusion_features(
 
 
 class ProbeCombiner:
-    """Ridge regression from fusion features to the accuracy lift, with the penalty chosen by CV.
+    """Two ridge regressions from fusion features to the accuracy lift, penalties chosen by CV.
+
+    The prediction for a shortlist is a *level* plus an *order*: the level (how well the best of
+    these models will do on this dataset) is regressed from the shortlist's mean features, one row
+    per target; the order (which of them is better, the part that decides the pick) is regressed
+    from the features' deviations from their shortlist mean onto the accuracy's deviation from its
+    target mean, so differences between targets do not drown the differences between models.
 
     Parameters
     ----------
@@ -94,18 +100,38 @@ class ProbeCombiner:
         self.scores = tuple(scores)
         self.alphas = tuple(alphas)
 
+    @staticmethod
+    def _split(X: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Group means ``(G, F)``, each row's deviation from its group mean ``(n, F)``, and row -> group index."""
+        unique, index = np.unique(groups, return_inverse=True)
+        means = np.stack([X[index == g].mean(axis=0) for g in range(len(unique))])
+        return means, X - means[index], index
+
+    def _cv(self, Z: np.ndarray, y: np.ndarray, groups: np.ndarray) -> tuple[float, float]:
+        """The penalty with the lowest leave-one-group-out mean absolute error, and that error."""
+        from sklearn.linear_model import Ridge
+
+        errors = {}
+        for alpha in self.alphas:
+            err = [np.abs(Ridge(alpha=alpha).fit(Z[groups != g], y[groups != g]).predict(Z[groups == g]) - y[groups == g])
+                   for g in np.unique(groups)]
+            errors[alpha] = float(np.mean(np.concatenate(err)))
+        best = min(errors, key=errors.get)
+        return best, errors[best]
+
     def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> ProbeCombiner:
-        """Fit on rows ``X`` (n, F) with targets ``y`` (n,) (accuracy lifts); ``groups`` (n,) names each row's target.
+        """Fit on rows ``X`` (n, F) with targets ``y`` (n,) (accuracy lifts); ``groups`` (n,) names each row's shortlist.
 
         Returns
         -------
         ProbeCombiner
-            ``self``, with ``mean_``, ``scale_``, ``coef_``, ``intercept_``, ``alpha_``, ``cv_mae_``.
+            ``self``, with ``mean_``, ``scale_`` and, for ``level`` and ``order``, ``coef_``,
+            ``intercept_``, ``alpha_`` and ``cv_mae_`` (dicts keyed by part).
 
         Raises
         ------
         TansError
-            With fewer than two groups or non-finite values.
+            With fewer than three groups or non-finite values.
         """
         from sklearn.linear_model import Ridge
 
@@ -114,36 +140,32 @@ class ProbeCombiner:
             raise TansError(f"expected fusion features of shape (n, {len(feature_names(self.scores))}), got {X.shape}.")
         if not (np.isfinite(X).all() and np.isfinite(y).all()):
             raise TansError("the combiner's training rows hold NaN or infinite values; check the probe scores.")
-        unique = np.unique(groups)
-        if len(unique) < 2:
-            raise TansError(f"the stage-2 combiner needs records of at least 2 validation targets, got {len(unique)}.")
+        if len(np.unique(groups)) < 3:
+            raise TansError(f"the stage-2 combiner needs at least 3 shortlists to fit, got {len(np.unique(groups))}.")
         self.mean_ = X.mean(axis=0)
         self.scale_ = np.where(X.std(axis=0) > 1e-12, X.std(axis=0), 1.0)
         Z = (X - self.mean_) / self.scale_
-        errors = {}
-        for alpha in self.alphas:
-            err = []
-            for g in unique:  # leave one target out
-                held = groups == g
-                model = Ridge(alpha=alpha).fit(Z[~held], y[~held])
-                err.append(np.abs(model.predict(Z[held]) - y[held]))
-            errors[alpha] = float(np.mean(np.concatenate(err)))
-        self.alpha_ = min(errors, key=errors.get)
-        self.cv_mae_ = errors[self.alpha_]
-        model = Ridge(alpha=self.alpha_).fit(Z, y)
-        self.coef_, self.intercept_ = model.coef_.astype(np.float64), float(model.intercept_)
+        z_level, z_order, index = self._split(Z, groups)
+        y_level, y_order, _ = self._split(y[:, None], groups)
+        parts = {"level": (z_level, y_level[:, 0], np.arange(len(z_level))), "order": (z_order, y_order[:, 0], index)}
+        self.coef_, self.intercept_, self.alpha_, self.cv_mae_ = {}, {}, {}, {}
+        for part, (Zp, yp, gp) in parts.items():
+            self.alpha_[part], self.cv_mae_[part] = self._cv(Zp, yp, gp)
+            model = Ridge(alpha=self.alpha_[part]).fit(Zp, yp)
+            self.coef_[part], self.intercept_[part] = model.coef_.astype(np.float64), float(model.intercept_)
         self.rows_ = int(len(y))
         return self
 
     def decision(self, X: np.ndarray) -> np.ndarray:
-        """The regression's raw output per row: the order to rank by (unclipped, so no ties at the bounds)."""
+        """Raw output for the rows of *one* shortlist: its level plus each row's order (unclipped: no ties at the bounds)."""
         if not hasattr(self, "coef_"):
             raise TansError("This ProbeCombiner is not fitted yet; call fit first.")
         Z = (np.asarray(X, dtype=np.float64) - self.mean_) / self.scale_
-        return Z @ self.coef_ + self.intercept_
+        level = Z.mean(axis=0) @ self.coef_["level"] + self.intercept_["level"]
+        return level + (Z - Z.mean(axis=0)) @ self.coef_["order"] + self.intercept_["order"]
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        """Predicted accuracy lift of each row, clipped to [0, 1]."""
+        """Predicted accuracy lift of each row of one shortlist, clipped to [0, 1]."""
         return np.clip(self.decision(X), 0.0, 1.0)
 
     def to_dict(self) -> dict:
@@ -154,7 +176,7 @@ class ProbeCombiner:
             "features": feature_names(self.scores),
             "mean": self.mean_.tolist(),
             "scale": self.scale_.tolist(),
-            "coef": self.coef_.tolist(),
+            "coef": {k: v.tolist() for k, v in self.coef_.items()},
             "intercept": self.intercept_,
             "alpha": self.alpha_,
             "cv_mae": self.cv_mae_,
@@ -166,8 +188,12 @@ class ProbeCombiner:
         """The combiner :meth:`to_dict` wrote."""
         out = cls(scores=values["scores"], alphas=values["alphas"])
         out.mean_, out.scale_ = np.asarray(values["mean"]), np.asarray(values["scale"])
-        out.coef_, out.intercept_ = np.asarray(values["coef"]), float(values["intercept"])
-        out.alpha_, out.cv_mae_, out.rows_ = float(values["alpha"]), float(values["cv_mae"]), int(values["rows"])
-        if len(out.coef_) != len(feature_names(out.scores)) or not math.isfinite(out.intercept_):
+        out.coef_ = {k: np.asarray(v) for k, v in values["coef"].items()}
+        out.intercept_ = {k: float(v) for k, v in values["intercept"].items()}
+        out.alpha_ = {k: float(v) for k, v in values["alpha"].items()}
+        out.cv_mae_ = {k: float(v) for k, v in values["cv_mae"].items()}
+        out.rows_ = int(values["rows"])
+        width = len(feature_names(out.scores))
+        if set(out.coef_) != {"level", "order"} or any(len(c) != width for c in out.coef_.values()):
             raise TansError("the stored stage-2 combiner does not match its probe scores; re-run `tans meta-train`.")
         return out

@@ -157,7 +157,7 @@ def knn(features: np.ndarray, labels: np.ndarray) -> float:
     """
     f, y, counts = _check(features, labels)
     f = _unit_rows(f)
-    n, k = len(y), min(_KNN_K, len(y) - 1)
+    k = min(_KNN_K, len(y) - 1)
     sim = f @ f.T  # (n, n)
     np.fill_diagonal(sim, -np.inf)
     near = np.argpartition(-sim, k - 1, axis=1)[:, :k]  # (n, k), unordered

@@ -416,7 +416,7 @@ class Searcher:
                 groups += [f"{name}:{table.targets[r]}"] * len(top)
             if progress:
                 progress("combiner", i + 1, len(rows), None)
-        if len({g.split(":", 1)[1] for g in groups}) < 2:
+        if len(set(groups)) < 3:
             return None
         return ProbeCombiner(scores=self.probe_scores).fit(np.concatenate(X), np.concatenate(y), np.array(groups))
 

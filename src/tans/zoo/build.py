@@ -11,18 +11,17 @@ duplicate and no half-written entry.
 
 from __future__ import annotations
 
-import json
 import os
 import time
-import tomllib
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, fields, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tans._errors import TansError, did_you_mean
+from tans._config import check_keys, read_config_file
+from tans._errors import TansError
 from tans._parallel import map_unordered, ray_map
 from tans.data.transforms import WorkingFormat
 from tans.training.recipe import Recipe
@@ -107,29 +106,12 @@ class BuildConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], *, where: str = "config") -> BuildConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise TansError(
-                f"Unknown key '{unknown[0]}' in {where}; expected some of {', '.join(sorted(known))}."
-                f"{did_you_mean(unknown[0], known)}"
-            )
-        return cls(**values)
+        return cls(**check_keys(cls, values, where))
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> BuildConfig:
         """Read a config from a ``.json`` or ``.toml`` file with the fields of this class."""
-        path = Path(path)
-        if not path.is_file():
-            raise TansError(f"Build config '{path}' does not exist; pass a .json or .toml file.")
-        text = path.read_text(encoding="utf-8")
-        try:
-            values = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise TansError(f"Build config '{path}' is not valid {path.suffix[1:] or 'JSON'}: {exc}.") from None
-        if not isinstance(values, dict):
-            raise TansError(f"Build config '{path}' must hold an object of settings, got {type(values).__name__}.")
-        values.pop("comment", None)
+        values = read_config_file(path, what="Build config", example="benchmarks/zoo/bench-zoo.json")
         return cls.from_dict(values, where=str(path))
 
 

@@ -14,15 +14,14 @@ their families there).
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
-from pathlib import Path
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from tans._errors import TansError, did_you_mean
+from tans._config import check_keys, read_config_file
+from tans._errors import TansError
 from tans._parallel import map_unordered, ray_map
 from tans.zoo.records import TaskRef, TransferRecord, record_key, task_source
 from tans.zoo.store import Zoo
@@ -106,28 +105,12 @@ class TransferConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], *, where: str = "transfer config") -> TransferConfig:
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in values.items() if k != "comment"}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise TansError(
-                f"Unknown key '{unknown[0]}' in {where}; expected some of {', '.join(sorted(known))}."
-                f"{did_you_mean(unknown[0], known)}"
-            )
-        return cls(**values)
+        return cls(**check_keys(cls, values, where))
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> TransferConfig:
         """Read a ``.json`` file with the fields of this class."""
-        path = Path(path)
-        try:
-            values = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise TansError(f"Transfer config '{path}' does not exist; pass a .json file.") from None
-        except json.JSONDecodeError as exc:
-            raise TansError(f"Transfer config '{path}' is not valid JSON: {exc}.") from None
-        if not isinstance(values, dict):
-            raise TansError(f"Transfer config '{path}' must hold an object of settings, got {type(values).__name__}.")
+        values = read_config_file(path, what="Transfer config", example="benchmarks/zoo/bench-transfer.json")
         return cls.from_dict(values, where=str(path))
 
 
