@@ -17,3 +17,62 @@ def test_every_item_returns_once(workers):
     items = list(range(11)) + [None]
     results = list(map_unordered(_square, items, 1, workers=workers))
     assert sorted(results, key=lambda r: (r[0] is None, r[0] or 0)) == [(x, x * x + 1) for x in range(11)] + [(None, None)]
+
+
+_PARENT = """
+import sys, time
+from tans._parallel import map_unordered
+
+def nap(item):
+    time.sleep(600)
+    return item
+
+if __name__ == "__main__":
+    for _ in map_unordered(nap, range(4), workers=2):
+        pass
+"""
+
+
+def test_workers_die_with_a_killed_parent(tmp_path):
+    # kill -9 of a long job's driver must not leave its workers (a GB of RAM each) behind
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(_PARENT)
+    parent = subprocess.Popen([sys.executable, str(script)])
+    try:
+        deadline = time.monotonic() + 60
+        workers: list[int] = []
+        while time.monotonic() < deadline and len(workers) < 2:
+            time.sleep(0.5)
+            out = subprocess.run(["pgrep", "-P", str(parent.pid)], capture_output=True, text=True).stdout.split()
+            workers = [int(p) for p in out if _is_pool_worker(int(p))]
+        assert len(workers) == 2, "the pool did not start its two workers"
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_alive(p) for p in workers):
+            time.sleep(0.2)
+        assert not any(_alive(p) for p in workers), "workers outlived their killed parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+
+
+def _is_pool_worker(pid: int) -> bool:
+    try:
+        return "spawn_main" in open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
+    except OSError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = open(f"/proc/{pid}/stat").read().split(")")[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from multiprocessing import get_context
@@ -9,10 +14,37 @@ from typing import Any
 
 __all__ = ["map_unordered", "ray_map"]
 
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
-def _single_thread() -> None:
+
+def _die_with_parent(parent: int) -> None:
+    """Make this worker exit when ``parent`` dies, even by ``kill -9`` (no orphan holding a GB of RAM).
+
+    Linux delivers SIGKILL on the parent's death (``prctl(PR_SET_PDEATHSIG)``); everywhere, a daemon
+    thread also watches for the worker being re-parented and exits then.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass  # the watcher below still works
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="tans-parent-watch", daemon=True).start()
+
+
+def _init_worker(parent: int) -> None:
     import torch
 
+    _die_with_parent(parent)
     torch.set_num_threads(1)
 
 
@@ -26,7 +58,8 @@ def map_unordered(fn: Callable[..., Any], items: Iterable[Any], *args: Any, work
     core makes every operation stall (seen here: 100x slower training). ``workers == 1`` runs in
     this process (restoring its thread count afterwards); more use a spawned process pool (forking
     a process that has started torch's thread pools can deadlock) with at most two jobs per worker
-    in flight, so an interrupted run loses little finished work. ``fn`` must not raise.
+    in flight, so an interrupted run loses little finished work, and workers that exit when this
+    process dies, however it dies. ``fn`` must not raise.
     """
     items = list(items)
     if not items:
@@ -42,7 +75,9 @@ def map_unordered(fn: Callable[..., Any], items: Iterable[Any], *args: Any, work
         finally:
             torch.set_num_threads(before)
         return
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_single_thread) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(os.getpid(),)
+    ) as pool:
         queue = iter(items)
         # range first: zip stops on it without drawing (and dropping) one more item from the queue
         pending: set[Future] = {pool.submit(fn, item, *args) for _, item in zip(range(2 * workers), queue)}
