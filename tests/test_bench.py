@@ -275,3 +275,154 @@ def test_cli_rejects_quick_with_config(tmp_path, capsys):
     assert "not both" in capsys.readouterr().err
     assert main(["bench", "--config", str(tmp_path / "missing.json")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------- what the benchmark promises
+def _fake_results(accs: dict[str, tuple[float, float]], seeds=(0, 1, 2)):
+    """A _Results over dataset "d" whose model i has (val, test) accuracy accs[i] at every epoch and seed."""
+    from tans.bench.finetunes import FinetuneJob
+    from tans.bench.protocol import _Results
+
+    records = {}
+    for model, (val, test) in accs.items():
+        for e in (1, 2):
+            for s in seeds:
+                records[FinetuneJob("d", model, e, s)] = {"val_acc": val, "test_acc": test + 0.001 * s,
+                                                          "curve": [val] * e, "wall_seconds": 1.0}
+    return _Results(records, "d", tuple(seeds))
+
+
+def test_the_oracle_excludes_an_over_budget_best():
+    from types import SimpleNamespace
+
+    from tans.bench.protocol import _evaluate
+
+    entries = [SimpleNamespace(id=i, params=p, arch="a", task="t") for i, p in (("small", 100), ("mid", 200), ("big", 900))]
+    ctx = SimpleNamespace(entries=entries)
+    res = _fake_results({"small": (0.3, 0.3), "mid": (0.5, 0.5), "big": (0.9, 0.9)})
+    config = replace(quick_config(), epochs=2, scratch_epochs=2, seeds=(0, 1, 2))
+    pool = {"small": ["random-pool"], "mid": ["random-pool"], "big": ["random-pool"]}
+    cell = _evaluate(config, ctx, [], {}, pool, res, 250, "small")
+    assert cell["oracle"]["2"]["id"] == "mid" and cell["pool_size"] == 2  # "big" is over the budget
+    assert _evaluate(config, ctx, [], {}, pool, res, None, "small")["oracle"]["2"]["id"] == "big"
+
+
+def test_best_of_three_picks_by_validation_never_by_test():
+    from types import SimpleNamespace
+
+    from tans.bench.protocol import _pick
+
+    # "a" has the best validation accuracy and the worst test accuracy: it must be the pick
+    res = _fake_results({"a": (0.9, 0.1), "b": (0.5, 0.8), "c": (0.4, 0.9), "d": (0.95, 0.95)})
+    picked, acc = _pick(SimpleNamespace(pick="best-val-of-3"), ["a", "b", "c", "d"], res, 2)
+    assert picked == ["a"] and acc == pytest.approx(0.101)  # "d" is 4th: not among the three fine-tuned
+
+
+def test_the_noise_floor_is_the_seed_oracles_regret():
+    from tans.bench.protocol import _seed_oracle_regret
+
+    res = _fake_results({"a": (0.5, 0.5), "b": (0.5, 0.5)})
+    # make seed 0 prefer "a" while seeds 1 and 2 prefer "b" by 10 points
+    for s, (a, b) in zip((0, 1, 2), ((0.6, 0.5), (0.4, 0.5), (0.4, 0.5))):
+        for model, acc in (("a", a), ("b", b)):
+            res.records[next(j for j in res.records if j.model_id == model and j.epochs == 2 and j.seed == s)]["test_acc"] = acc
+    assert _seed_oracle_regret(["a", "b"], res, 2) == pytest.approx(10.0)
+    assert math.isnan(_seed_oracle_regret(["a", "b"], _fake_results({"a": (0.5, 0.5)}, seeds=(0,)), 2))
+
+
+def test_paired_bootstrap_resolves_a_clear_difference_and_calls_noise_a_tie():
+    from tans.bench.metrics import paired_bootstrap
+
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.2, 0.6, (16, 3))
+    clear = paired_bootstrap((base + 0.05).tolist(), base.tolist())
+    assert clear["resolved"] and clear["low"] > 0 and clear["mean"] == pytest.approx(0.05)
+    noise = paired_bootstrap((base + rng.normal(0, 0.05, base.shape)).tolist(), base.tolist())
+    assert noise["low"] < 0 < noise["high"] and not noise["resolved"]
+    missing = paired_bootstrap([[None, 0.5]], [[0.4, 0.4]])  # a failed seed drops that pair only
+    assert missing["mean"] == pytest.approx(0.1)
+
+
+def test_the_query_sample_comes_from_the_training_split_only():
+    from tans.data import Dataset
+    from tans.searcher import query_sample
+
+    n = 60
+    images = np.arange(n, dtype=np.uint8)[:, None, None, None].repeat(8, 1).repeat(8, 2).repeat(3, 3)
+    labels = np.arange(n) % 3
+    split = {"train": np.arange(0, 30), "val": np.arange(30, 45), "test": np.arange(45, 60)}
+    ds = Dataset(images, labels, ["a", "b", "c"], name="split", split_indices=split)
+    drawn = query_sample(ds, per_class=100, seed=0).images[:, 0, 0, 0]
+    assert set(drawn.tolist()) == set(range(30))  # every training image, no val or test image
+
+
+def test_a_failed_fine_tune_is_counted_named_and_left_out_only_with_its_count(zoo_dir, configs, tmp_path, monkeypatch):
+    import tans.finetune
+
+    real = tans.finetune.finetune
+    doomed = {}
+
+    def flaky(dataset, **kwargs):
+        if not kwargs.get("from_scratch") and kwargs["recipe"].epochs == 1 and not doomed:
+            doomed["model"] = kwargs["model_id"]
+        if kwargs.get("model_id") == doomed.get("model") and kwargs["recipe"].epochs == 1:
+            raise TansError("simulated failure")
+        return real(dataset, **kwargs)
+
+    monkeypatch.setattr(tans.finetune, "finetune", flaky)  # workers=1: jobs run in this process
+    config = tiny_config(zoo_dir, configs, methods=("searcher-stage1", "largest", "params"))
+    results = run_bench(config, tmp_path / "out").results
+    failed = results["finetunes"]["failed"]
+    assert failed and all(f["model_id"] == doomed["model"] and f["epochs"] == 1 for f in failed)
+    assert all(f["reason"] == "simulated failure" for f in failed)
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert f"Failed fine-tunes: {len(failed)} of {results['finetunes']['jobs']}." in report
+    assert f"{doomed['model']} / 1 epoch(s) / seed 0 (fine-tune): simulated failure" in report
+    hit = [(name, e) for name, row in results["summary"].items() if name not in ("oracle", "scratch")
+           for e in ("1", "2") if row[e]["missing"]]
+    for name, e in hit:  # a method whose pick lost its fine-tune says so next to its mean
+        assert f"{get_method(name).label} at {e} epoch(s): mean over" in report
+
+
+_KILLED_RUN = """
+import sys
+from tans.bench.finetunes import FinetuneCache, FinetuneJob, run_jobs
+
+zoo, root, dataset, ids = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4].split(",")
+jobs = [FinetuneJob(dataset, i, 1, s) for i in ids for s in (0, 1)]
+records, failures = run_jobs(jobs, zoo_path=zoo, cache=FinetuneCache(root, max_train_images=32, max_eval_images=24),
+                             workers=1)
+print(len(records), len(failures))
+"""
+
+
+def test_a_killed_benchmark_resumes_without_losing_or_duplicating_a_job(zoo_dir, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tans.bench.finetunes import FinetuneCache, FinetuneJob, run_jobs
+
+    ids = [e.id for e in Zoo.open(zoo_dir).entries()][:3]
+    script = tmp_path / "run.py"
+    script.write_text(_KILLED_RUN)
+    root = tmp_path / "cache"
+    args = [sys.executable, str(script), str(zoo_dir), str(root), TEST_DATASET, ",".join(ids)]
+    proc = subprocess.Popen(args, env=os.environ.copy())
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(root.rglob("*.json")):
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)  # mid-run: some jobs done, one maybe half-written
+    proc.wait()
+    done_before = {p.name for p in root.rglob("*.json")}
+    assert 1 <= len(done_before) < 6
+    jobs = [FinetuneJob(TEST_DATASET, i, 1, s) for i in ids for s in (0, 1)]
+    progress = []
+    records, failures = run_jobs(jobs, zoo_path=zoo_dir, cache=FinetuneCache(root, max_train_images=32, max_eval_images=24),
+                                 workers=1, progress=lambda done, total, job, failure: progress.append(job))
+    assert not failures and set(records) == set(jobs)
+    assert len(progress) == 6 - len(done_before)  # only the missing jobs ran again
+    assert {job.filename for job in progress}.isdisjoint(done_before)
+    assert sorted(p.name for p in root.rglob("*.json")) == sorted(job.filename for job in jobs)  # one file per job

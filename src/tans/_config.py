@@ -43,7 +43,7 @@ def read_config_file(path: str | os.PathLike[str], *, what: str, example: str) -
     try:
         values = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise TansError(f"{what} '{path}' is not valid {path.suffix[1:].upper() or 'JSON'}: {exc}.") from None
+        raise TansError(f"{what} '{path}' is not valid {path.suffix[1:] or 'JSON'}: {exc}.") from None
     if not isinstance(values, dict):
         raise TansError(f"{what} '{path}' must hold an object of settings, got {type(values).__name__}.")
     return values

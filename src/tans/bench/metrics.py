@@ -18,6 +18,7 @@ returned, labelled:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -192,7 +193,8 @@ def paired_bootstrap(
     cells = rng.integers(0, len(diffs), size=(n_boot, len(diffs)))
     seeds = rng.integers(0, width, size=(n_boot, len(diffs), width))
     draws = matrix[cells[:, :, None], seeds]  # (n_boot, cells, seeds)
-    with np.errstate(all="ignore"):
+    with warnings.catch_warnings():  # a draw of only failed seeds has no mean: it is dropped below
+        warnings.simplefilter("ignore", RuntimeWarning)
         means = np.nanmean(draws.reshape(n_boot, -1), axis=1)
     means = means[np.isfinite(means)]
     low, high = np.percentile(means, [50 * (1 - level), 50 * (1 + level)])

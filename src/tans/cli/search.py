@@ -62,3 +62,4 @@ def search(
         + f"; search took {result.seconds['total'] * 1000:.0f} ms. predicted_acc: expected test accuracy after "
         "the records' fine-tuning recipe."
     )
+    console.print(f"next: tans finetune {dataset} --model {result.best.id}" + (f" --zoo {zoo}" if zoo else ""))
