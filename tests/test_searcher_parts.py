@@ -527,7 +527,7 @@ def test_combiner_round_trips_through_a_dict():
 
 def test_combiner_errors():
     X, y, groups = synthetic_rows(0)
-    with pytest.raises(TansError, match="at least 3 shortlists to fit, got 2"):
+    with pytest.raises(TansError, match="at least 3 shortlists, 2 of them real, to fit; got 2, 2 real"):
         ProbeCombiner().fit(X, y, np.where(groups == "t0", "t0", "t1"))
     with pytest.raises(TansError, match=r"expected fusion features of shape \(n, 6\)"):
         ProbeCombiner().fit(X[:, :3], y, groups)
@@ -537,3 +537,21 @@ def test_combiner_errors():
         ProbeCombiner().fit(bad, y, groups)
     with pytest.raises(TansError, match="not fitted yet"):
         ProbeCombiner().predict(X)
+
+
+def test_combiner_order_reads_z_scores_with_non_negative_weights_and_ignores_null_shortlists():
+    X, y, groups = synthetic_rows(0)
+    real = ProbeCombiner().fit(X, y, groups)
+    # null copies: same features, accuracy at chance; they move the level, never the order
+    Xn = np.concatenate([X, X])
+    yn = np.concatenate([y, np.zeros_like(y)])
+    gn = np.concatenate([groups, np.char.add("null:", groups)])
+    with_null = ProbeCombiner().fit(Xn, yn, gn, null=np.arange(len(yn)) >= len(y))
+    np.testing.assert_allclose(with_null.coef_["order"], real.coef_["order"])
+    assert with_null.intercept_["level"] < real.intercept_["level"]
+    # a score that predicts the order *backwards* gets weight 0, not a negative weight
+    names = feature_names(("logme", "ncm"))
+    backwards = X.copy()
+    backwards[:, names.index("logme_z")] = -X[:, names.index("ncm_z")] + np.random.default_rng(0).normal(0, 0.3, len(X))
+    flipped = dict(zip(real.to_dict()["features"]["order"], ProbeCombiner().fit(backwards, y, groups).coef_["order"]))
+    assert min(flipped.values()) >= 0 and flipped["ncm_z"] > 0

@@ -9,8 +9,9 @@ builds a few numbers, all on scales that do not depend on the dataset:
 - for every probe, and for ``stage1``: its z-score within the shortlist (LogME's scale varies from
   dataset to dataset; its order within one dataset is what carries information).
 
-:class:`ProbeCombiner` regresses the recorded accuracy lift on these (a level per shortlist and
-an order within it), fitted on transfer records of targets that stage 1 did not train on, plus
+:class:`ProbeCombiner` regresses the recorded accuracy lift on these (a level per shortlist from
+the lifts, an order within it from the z-scores), fitted on transfer records of targets that
+stage 1 did not train on, plus
 *null* copies of those targets whose labels were shuffled (their accuracy is chance by
 construction): so when a probe finds no relation between images and labels, e.g. random-noise
 images, the predicted accuracy falls to chance whatever the prior says. The ridge penalties are
@@ -80,78 +81,89 @@ def fusion_features(
 
 
 class ProbeCombiner:
-    """Two ridge regressions from fusion features to the accuracy lift, penalties chosen by CV.
+    """A *level* and an *order* regression from fusion features to the accuracy lift.
 
-    The prediction for a shortlist is a *level* plus an *order*: the level (how well the best of
-    these models will do on this dataset) is regressed from the shortlist's mean features, one row
-    per target; the order (which of them is better, the part that decides the pick) is regressed
-    from the features' deviations from their shortlist mean onto the accuracy's deviation from its
-    target mean, so differences between targets do not drown the differences between models.
+    The prediction for a shortlist is a level plus an order. The level (how well these models
+    will do on this dataset) is a ridge regression from the shortlist's mean lifts (the columns
+    not ending in ``_z``), one row per shortlist, fitted on real and null shortlists alike. The
+    order (which of them is better, the part that decides the pick) is a ridge regression with
+    non-negative weights from the within-shortlist z-scores onto the accuracy's deviation from
+    its shortlist mean, fitted on real shortlists only: a null shortlist's accuracies are all
+    chance and say nothing about order, and a negative weight would let two correlated scores
+    cancel so that a better probe score ranks a model lower.
 
     Parameters
     ----------
     scores : sequence of str
         Probe scores it reads, in order.
     alphas : sequence of float
-        Candidate ridge penalties (features are standardised first).
+        Candidate ridge penalties (the level's features are standardised first).
     """
 
     def __init__(self, *, scores: Sequence[str] = ("logme", "ncm"), alphas: Sequence[float] = (0.1, 1.0, 10.0, 100.0)) -> None:
         self.scores = tuple(scores)
         self.alphas = tuple(alphas)
 
-    @staticmethod
-    def _split(X: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Group means ``(G, F)``, each row's deviation from its group mean ``(n, F)``, and row -> group index."""
-        unique, index = np.unique(groups, return_inverse=True)
-        means = np.stack([X[index == g].mean(axis=0) for g in range(len(unique))])
-        return means, X - means[index], index
+    @property
+    def _order_columns(self) -> np.ndarray:
+        """Which fusion columns the order reads (the within-shortlist z-scores)."""
+        return np.array([name.endswith("_z") for name in feature_names(self.scores)])
 
-    def _cv(self, Z: np.ndarray, y: np.ndarray, groups: np.ndarray) -> tuple[float, float]:
-        """The penalty with the lowest leave-one-group-out mean absolute error, and that error."""
+    def _ridge(self, alpha: float, part: str):
         from sklearn.linear_model import Ridge
 
+        return Ridge(alpha=alpha) if part == "level" else Ridge(alpha=alpha, positive=True, fit_intercept=False)
+
+    def _cv(self, part: str, Z: np.ndarray, y: np.ndarray, groups: np.ndarray) -> tuple[float, float]:
+        """The penalty with the lowest leave-one-group-out mean absolute error, and that error."""
         errors = {}
         for alpha in self.alphas:
-            err = [np.abs(Ridge(alpha=alpha).fit(Z[groups != g], y[groups != g]).predict(Z[groups == g]) - y[groups == g])
+            err = [np.abs(self._ridge(alpha, part).fit(Z[groups != g], y[groups != g]).predict(Z[groups == g]) - y[groups == g])
                    for g in np.unique(groups)]
             errors[alpha] = float(np.mean(np.concatenate(err)))
         best = min(errors, key=errors.get)
         return best, errors[best]
 
-    def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> ProbeCombiner:
+    def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray, *, null: np.ndarray | None = None) -> ProbeCombiner:
         """Fit on rows ``X`` (n, F) with targets ``y`` (n,) (accuracy lifts); ``groups`` (n,) names each row's shortlist.
+
+        ``null`` (n,) marks the rows of null shortlists (shuffled labels, accuracy at chance): they
+        teach the level only.
 
         Returns
         -------
         ProbeCombiner
-            ``self``, with ``mean_``, ``scale_`` and, for ``level`` and ``order``, ``coef_``,
-            ``intercept_``, ``alpha_`` and ``cv_mae_`` (dicts keyed by part).
+            ``self``, with ``mean_``, ``scale_`` (the level's standardisation) and, for ``level``
+            and ``order``, ``coef_``, ``intercept_``, ``alpha_`` and ``cv_mae_`` (dicts keyed by part).
 
         Raises
         ------
         TansError
-            With fewer than three groups or non-finite values.
+            With fewer than three shortlists (two real), or non-finite values.
         """
-        from sklearn.linear_model import Ridge
-
         X, y, groups = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64), np.asarray(groups)
-        if X.ndim != 2 or X.shape[1] != len(feature_names(self.scores)) or len(X) != len(y):
+        null = np.zeros(len(y), dtype=bool) if null is None else np.asarray(null, dtype=bool)
+        if X.ndim != 2 or X.shape[1] != len(feature_names(self.scores)) or len(X) != len(y) or len(null) != len(y):
             raise TansError(f"expected fusion features of shape (n, {len(feature_names(self.scores))}), got {X.shape}.")
         if not (np.isfinite(X).all() and np.isfinite(y).all()):
             raise TansError("the combiner's training rows hold NaN or infinite values; check the probe scores.")
-        if len(np.unique(groups)) < 3:
-            raise TansError(f"the stage-2 combiner needs at least 3 shortlists to fit, got {len(np.unique(groups))}.")
-        self.mean_ = X.mean(axis=0)
-        self.scale_ = np.where(X.std(axis=0) > 1e-12, X.std(axis=0), 1.0)
-        Z = (X - self.mean_) / self.scale_
-        z_level, z_order, index = self._split(Z, groups)
-        y_level, y_order, _ = self._split(y[:, None], groups)
-        parts = {"level": (z_level, y_level[:, 0], np.arange(len(z_level))), "order": (z_order, y_order[:, 0], index)}
+        if len(np.unique(groups)) < 3 or len(np.unique(groups[~null])) < 2:
+            raise TansError(f"the stage-2 combiner needs at least 3 shortlists, 2 of them real, to fit; got "
+                            f"{len(np.unique(groups))}, {len(np.unique(groups[~null]))} real.")
+        order = self._order_columns
+        unique, index = np.unique(groups, return_inverse=True)
+        means = np.stack([X[index == g][:, ~order].mean(axis=0) for g in range(len(unique))])  # (G, level features)
+        y_means = np.array([y[index == g].mean() for g in range(len(unique))])
+        self.mean_ = means.mean(axis=0)
+        self.scale_ = np.where(means.std(axis=0) > 1e-12, means.std(axis=0), 1.0)
+        parts = {
+            "level": ((means - self.mean_) / self.scale_, y_means, np.arange(len(unique))),
+            "order": (X[~null][:, order], (y - y_means[index])[~null], index[~null]),
+        }
         self.coef_, self.intercept_, self.alpha_, self.cv_mae_ = {}, {}, {}, {}
         for part, (Zp, yp, gp) in parts.items():
-            self.alpha_[part], self.cv_mae_[part] = self._cv(Zp, yp, gp)
-            model = Ridge(alpha=self.alpha_[part]).fit(Zp, yp)
+            self.alpha_[part], self.cv_mae_[part] = self._cv(part, Zp, yp, gp)
+            model = self._ridge(self.alpha_[part], part).fit(Zp, yp)
             self.coef_[part], self.intercept_[part] = model.coef_.astype(np.float64), float(model.intercept_)
         self.rows_ = int(len(y))
         return self
@@ -160,9 +172,10 @@ class ProbeCombiner:
         """Raw output for the rows of *one* shortlist: its level plus each row's order (unclipped: no ties at the bounds)."""
         if not hasattr(self, "coef_"):
             raise TansError("This ProbeCombiner is not fitted yet; call fit first.")
-        Z = (np.asarray(X, dtype=np.float64) - self.mean_) / self.scale_
-        level = Z.mean(axis=0) @ self.coef_["level"] + self.intercept_["level"]
-        return level + (Z - Z.mean(axis=0)) @ self.coef_["order"] + self.intercept_["order"]
+        X = np.asarray(X, dtype=np.float64)
+        order = self._order_columns
+        level = ((X[:, ~order].mean(axis=0) - self.mean_) / self.scale_) @ self.coef_["level"] + self.intercept_["level"]
+        return level + X[:, order] @ self.coef_["order"] + self.intercept_["order"]
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Predicted accuracy lift of each row of one shortlist, clipped to [0, 1]."""
@@ -170,10 +183,12 @@ class ProbeCombiner:
 
     def to_dict(self) -> dict:
         """JSON-able fitted state."""
+        order = self._order_columns
+        names = np.array(feature_names(self.scores))
         return {
             "scores": list(self.scores),
             "alphas": list(self.alphas),
-            "features": feature_names(self.scores),
+            "features": {"level": names[~order].tolist(), "order": names[order].tolist()},
             "mean": self.mean_.tolist(),
             "scale": self.scale_.tolist(),
             "coef": {k: v.tolist() for k, v in self.coef_.items()},
@@ -187,13 +202,15 @@ class ProbeCombiner:
     def from_dict(cls, values: dict) -> ProbeCombiner:
         """The combiner :meth:`to_dict` wrote."""
         out = cls(scores=values["scores"], alphas=values["alphas"])
+        order = out._order_columns
+        width = {"level": int((~order).sum()), "order": int(order.sum())}
+        coef = {k: np.asarray(v) for k, v in values["coef"].items()}
+        if set(coef) != set(width) or any(len(coef[k]) != width[k] for k in width) or len(values["mean"]) != width["level"]:
+            raise TansError("the stored stage-2 combiner does not match its probe scores; re-run `tans meta-train`.")
         out.mean_, out.scale_ = np.asarray(values["mean"]), np.asarray(values["scale"])
-        out.coef_ = {k: np.asarray(v) for k, v in values["coef"].items()}
+        out.coef_ = coef
         out.intercept_ = {k: float(v) for k, v in values["intercept"].items()}
         out.alpha_ = {k: float(v) for k, v in values["alpha"].items()}
         out.cv_mae_ = {k: float(v) for k, v in values["cv_mae"].items()}
         out.rows_ = int(values["rows"])
-        width = len(feature_names(out.scores))
-        if set(out.coef_) != {"level", "order"} or any(len(c) != width for c in out.coef_.values()):
-            raise TansError("the stored stage-2 combiner does not match its probe scores; re-run `tans meta-train`.")
         return out

@@ -397,12 +397,13 @@ class Searcher:
         from tans.searcher.probe import get_probe_score, probe_features, probe_sample
 
         rng = np.random.default_rng(self.seed)
-        X, y, groups = [], [], []
+        X, y, groups, null = [], [], [], []
         for i, r in enumerate(rows):
             cands = table.candidates(r)
             if len(cands) < 2:
                 continue
-            top = cands[np.argsort(-predicted[i, cands], kind="stable")[: self.probe_k]]
+            # twice the search's shortlist: more rows for the order, and the models just below the cut
+            top = cands[np.argsort(-predicted[i, cands], kind="stable")[: 2 * self.probe_k]]
             images, labels = probe_sample(datasets[table.targets[r]], zoo.working_format, per_class=self.probe_per_class,
                                           seed=self.seed)
             feats = dict(probe_features(zoo, [table.entries[j].id for j in top], images))
@@ -414,11 +415,13 @@ class Searcher:
                 X.append(fusion_features(predicted[i, top], float(table.chance[r]), scores, probe_chance))
                 y.append(lift(acc, float(table.chance[r])) if acc is not None else np.zeros(len(top)))
                 groups += [f"{name}:{table.targets[r]}"] * len(top)
+                null += [name == "null"] * len(top)
             if progress:
                 progress("combiner", i + 1, len(rows), None)
-        if len(set(groups)) < 3:
+        if len(set(groups)) < 4:  # two real shortlists and their null copies
             return None
-        return ProbeCombiner(scores=self.probe_scores).fit(np.concatenate(X), np.concatenate(y), np.array(groups))
+        return ProbeCombiner(scores=self.probe_scores).fit(np.concatenate(X), np.concatenate(y), np.array(groups),
+                                                           null=np.array(null))
 
     # ------------------------------------------------------------------ embeddings
     @torch.no_grad()
