@@ -26,7 +26,7 @@ import numpy as np
 
 from tans._errors import TansError
 
-__all__ = ["ACCURACY_SCORES", "ProbeCombiner", "fusion_features", "feature_names", "lift"]
+__all__ = ["ACCURACY_SCORES", "ProbeCombiner", "feature_names", "fusion_features", "lift"]
 
 #: Probe scores that are accuracies (a lift over chance means something on its own).
 ACCURACY_SCORES = ("ncm", "knn")
@@ -165,7 +165,7 @@ class ProbeCombiner:
             self.alpha_[part], self.cv_mae_[part] = self._cv(part, Zp, yp, gp)
             model = self._ridge(self.alpha_[part], part).fit(Zp, yp)
             self.coef_[part], self.intercept_[part] = model.coef_.astype(np.float64), float(model.intercept_)
-        self.rows_ = int(len(y))
+        self.rows_ = len(y)
         return self
 
     def decision(self, X: np.ndarray) -> np.ndarray:

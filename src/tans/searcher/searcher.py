@@ -42,22 +42,27 @@ from tans.searcher.artifact import load_artifact, save_artifact
 from tans.searcher.combiner import ProbeCombiner, fusion_features, lift
 from tans.searcher.encoders import SearcherNet, model_inputs
 from tans.searcher.experience import transfer_table
-from tans.searcher.features import DEFAULT_EXTRACTOR, make_extractor, query_sample, train_default_extractor
+from tans.searcher.features import (
+    DEFAULT_EXTRACTOR,
+    make_extractor,
+    query_sample,
+    train_default_extractor,
+)
 from tans.searcher.meta_train import (
     EpochLog,
-    query_batch,
     MetaInputs,
     MetaPool,
     MetaTrainConfig,
     MetaTrainResult,
     evaluate_targets,
     meta_train,
+    query_batch,
     split_by_family,
 )
 from tans.zoo.entry import ZooEntry
 from tans.zoo.store import Zoo
 
-__all__ = ["Searcher", "SearchResult", "SearchRow"]
+__all__ = ["SearchResult", "SearchRow", "Searcher"]
 
 Progress = Callable[[str, int, int, "EpochLog | None"], None]
 
