@@ -74,6 +74,29 @@ def test_split_tiny_classes_keep_a_training_image():
     assert set(labels[parts["train"]]) == {0, 1, 2}
 
 
+@pytest.mark.parametrize(
+    "counts, splits, match",
+    [
+        ((10, 2, 10), None, "class 'c1' has 2 images; every class needs at least 3 "),
+        ((1, 1, 1), None, "class 'c0' has 1 image; every class needs at least 3 "),
+        ((3, 4), {"train": [0], "val": [1, 3, 4], "test": [2, 5, 6]}, "class 'c1' has images only in the val or test"),
+        ((4, 4), {"train": [0, 1, 4, 5], "val": [2, 6], "test": [3]}, "class 'c1' has 2/1/0 train/val/test images"),
+    ],
+)
+def test_splits_short_of_a_class_are_refused_in_one_line(counts, splits, match):
+    labels = np.repeat(np.arange(len(counts)), counts)
+    images = np.zeros((len(labels), 4, 4, 1), np.uint8)
+    fixed = None if splits is None else {s: np.array(idx) for s, idx in splits.items()}
+    ds = Dataset(images=images, labels=labels, class_names=[f"c{i}" for i in range(len(counts))], split_indices=fixed)
+    with pytest.raises(TansError, match=match) as info:
+        ds.check_splits()
+    assert "\n" not in str(info.value)
+
+
+def test_three_images_per_class_are_enough():
+    make_dataset(n_per_class=3).check_splits()
+
+
 def test_unknown_split_name():
     with pytest.raises(TansError, match="Unknown split 'tets'"):
         make_dataset().split("tets")

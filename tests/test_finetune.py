@@ -263,6 +263,33 @@ def test_cli_bad_inputs_exit_2_with_one_line(capsys, zoo, entry, args, message):
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
 
 
+def test_cli_refuses_classes_too_small_to_split_before_writing(capsys, zoo, entry, image_folder, tmp_path):
+    data = image_folder({"cat": 2, "dog": 5})  # no validation or test image of 'cat': accuracy would be NaN
+    out = tmp_path / "ft"
+    code, stdout, err = run(capsys, "finetune", data, "--model", entry.id, "--zoo", zoo.path, "--epochs", 1,
+                            "--out", out, "--json")
+    assert code == 2 and stdout == "" and err.count("\n") == 1
+    assert "class 'cat' has 2 images; every class needs at least 3" in err
+    assert not out.exists()
+
+
+def _no_constants(name):
+    raise AssertionError(f"{name} is not JSON")
+
+
+def test_nan_results_are_written_as_null(compared, tmp_path, capsys):
+    from tans.cli._output import print_json
+    from tans.finetune.export import save_finetuned
+
+    result = replace(compared[0].pretrained, val_acc=float("nan"), test_acc=float("inf"))
+    paths = save_finetuned(result, tmp_path / "nan")
+    meta = json.loads((tmp_path / "nan" / "model.json").read_text(), parse_constant=_no_constants)
+    assert paths["metadata"].endswith("model.json") and meta["results"]["val_acc"] is None
+    print_json(result.to_dict())
+    printed = json.loads(capsys.readouterr().out, parse_constant=_no_constants)
+    assert printed["val_acc"] is None and printed["test_acc"] is None and printed["chance"] == result.chance
+
+
 def test_cli_unknown_id_suggests_close_ids(capsys, zoo, entry):
     code, _, err = run(capsys, "finetune", "digits-5-9", "--zoo", zoo.path, "--model", entry.id[:-1] + "x")
     assert code == 2 and f"Did you mean '{entry.id}'" in err and err.count("\n") == 1

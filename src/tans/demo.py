@@ -9,7 +9,6 @@ transfer, not a look-up.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from tans._json import dumps
 from tans.finetune import Comparison, finetune_and_scratch, finetune_recipe
 from tans.index import Constraints
 from tans.paths import default_searcher_path, default_zoo_dir
@@ -169,5 +169,5 @@ def run_demo(
                         search=found,
                         comparison=comparison, seconds=time.perf_counter() - start)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "demo.json").write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+    (out_dir / "demo.json").write_text(dumps(result.to_dict(), indent=2, digits=None) + "\n")
     return result

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -10,14 +9,16 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from tans._json import dumps
+
 # Piped or logged output is not squeezed to 80 columns: ids and names must stay whole.
 console = Console() if sys.stdout.isatty() else Console(width=200)
 err_console = Console(stderr=True)
 
 
 def print_json(obj: Any) -> None:
-    """Print ``obj`` as JSON on stdout (numpy scalars and paths become plain values)."""
-    sys.stdout.write(json.dumps(obj, indent=2, default=_plain, ensure_ascii=False) + "\n")
+    """Print ``obj`` as JSON on stdout (numpy scalars and paths become plain values, NaN null)."""
+    sys.stdout.write(dumps(obj, indent=2, digits=None, ensure_ascii=False) + "\n")
 
 
 def print_table(rows: Sequence[dict], columns: Sequence[str], title: str | None = None) -> None:
@@ -37,12 +38,4 @@ def _cell(value: Any) -> str:
         return f"{value:.4g}"
     if isinstance(value, bool):
         return "yes" if value else "no"
-    return str(value)
-
-
-def _plain(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
     return str(value)

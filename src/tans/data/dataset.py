@@ -15,10 +15,12 @@ import numpy as np
 
 from tans._errors import TansError
 
-__all__ = ["Dataset", "SPLITS", "stratified_split"]
+__all__ = ["MIN_IMAGES_PER_CLASS", "SPLITS", "Dataset", "split_problem", "stratified_split"]
 
 SPLITS = ("train", "val", "test")
 DEFAULT_FRACTIONS = (0.7, 0.15, 0.15)
+# The least a class needs for the stratified split to give it a training, a validation and a test image.
+MIN_IMAGES_PER_CLASS = 3
 
 
 @dataclass(frozen=True, eq=False)
@@ -151,6 +153,18 @@ class Dataset:
             self.__dict__["_computed_splits"] = cached
         return cached
 
+    def check_splits(self) -> None:
+        """Raise unless every class has an image in each of ``train``, ``val`` and ``test``.
+
+        Raises
+        ------
+        TansError
+            Naming the first class short of images and how many it needs (see :func:`split_problem`).
+        """
+        problem = split_problem(self.labels, self.splits(), self.class_names)
+        if problem:
+            raise TansError(f"Dataset '{self.name}': {problem}")
+
     def split(self, which: str) -> Dataset:
         """One split as a :class:`Dataset` (``which`` is ``train``, ``val`` or ``test``)."""
         if which not in SPLITS:
@@ -187,6 +201,35 @@ class Dataset:
             "source": self.source,
             "fingerprint": self.fingerprint[:16],
         }
+
+
+def split_problem(labels: np.ndarray, splits: dict[str, np.ndarray], class_names: tuple[str, ...] | list[str]) -> str | None:
+    """Why training on these splits would be refused, in one line, or ``None`` when every class has an
+    image in each split (without, validation or test accuracy is undefined for it).
+
+    Parameters
+    ----------
+    labels : np.ndarray
+        ``(n,)`` class index per image.
+    splits : dict of str to np.ndarray
+        ``{"train": idx, "val": idx, "test": idx}``, as :meth:`Dataset.splits` gives.
+    class_names : sequence of str
+        One name per class.
+    """
+    counts = {s: np.bincount(labels[splits[s]], minlength=len(class_names)) for s in SPLITS}
+    for c, name in enumerate(class_names):
+        train, val, test = (int(counts[s][c]) for s in SPLITS)
+        total = train + val + test
+        if train == 0 and total:
+            return (f"class {name!r} has images only in the val or test split, none to train on; "
+                    "move some of them to train/ or remove the class.")
+        if total < MIN_IMAGES_PER_CLASS:
+            return (f"class {name!r} has {total} image{'s' if total != 1 else ''}; every class needs at least "
+                    f"{MIN_IMAGES_PER_CLASS} (one each for training, validation and test): add images or remove the class.")
+        if not (val and test):
+            return (f"class {name!r} has {train}/{val}/{test} train/val/test images; every class needs at least "
+                    "one in each split: add images to val/ and test/, or leave them out to carve both from train/.")
+    return None
 
 
 def stratified_split(

@@ -12,7 +12,6 @@ characters or characters Windows forbids, starting with ``.``) are percent-escap
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import uuid
@@ -22,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from tans._errors import TansError, did_you_mean
+from tans._json import dumps
 from tans.data.dataset import SPLITS, Dataset
 from tans.data.loaders import META_FILE, META_FORMAT, META_VERSION, NPZ_FILE, read_meta
 
@@ -86,7 +86,7 @@ def write_dataset(dataset: Dataset, out_dir: str | os.PathLike, *, format: str =
             _write_imagefolder(dataset, tmp, folders)
         else:
             _write_npz(dataset, tmp)
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        (tmp / META_FILE).write_text(dumps(meta, indent=2, digits=None, ensure_ascii=False) + "\n", encoding="utf-8")
         if out.is_dir():
             out.rmdir()  # checked empty above; rename cannot replace a folder everywhere
         try:

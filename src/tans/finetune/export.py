@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from tans._errors import TansError
+from tans._json import dumps
 from tans.data.transforms import WorkingFormat, resize_images
 from tans.training.loop import INPUT_MEAN, INPUT_STD, to_input
 
@@ -247,14 +248,8 @@ def save_finetuned(result: FinetuneResult, out_dir: str | os.PathLike[str]) -> d
         tans_version=_tans_version(),
     )
     meta_path = out / META_NAME
-    _atomic_write(meta_path, (json.dumps(meta.to_dict(), indent=2, default=_plain) + "\n").encode())
+    _atomic_write(meta_path, (dumps(meta.to_dict(), indent=2, digits=None) + "\n").encode())
     return {"weights": str(weights), "metadata": str(meta_path)}
-
-
-def _plain(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    return str(value)
 
 
 def load_finetuned(path: str | os.PathLike[str]) -> FinetunedModel:

@@ -317,12 +317,14 @@ def finetune(
     Raises
     ------
     TansError
-        For an unknown entry, a missing zoo, a bad epoch count, or a dataset too small to train.
+        For an unknown entry, a missing zoo, a bad epoch count, or a dataset with a class short of
+        images for the train/val/test split.
     """
     start = time.perf_counter()
     if (model_id is None) == (model is None):
         raise TansError("finetune needs exactly one of model_id (a zoo entry) or model (a module or architecture name).")
     data = _resolve_dataset(dataset)
+    data.check_splits()
     recipe = recipe if recipe is not None else finetune_recipe(epochs, seed=seed)
     num_classes = data.num_classes
 

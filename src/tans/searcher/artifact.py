@@ -26,6 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from tans._errors import TansError
+from tans._json import dumps
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "CONFIG_NAME", "WEIGHTS_NAME", "save_artifact", "load_artifact", "is_artifact"]
 
@@ -89,7 +90,7 @@ def save_artifact(path: str | os.PathLike[str], config: dict[str, Any], tensors:
         Path(tmp).unlink(missing_ok=True)
         raise
     full = {"format": FORMAT, "format_version": FORMAT_VERSION, "weights_sha256": digest, **config}
-    _atomic_write(root / CONFIG_NAME, (json.dumps(full, indent=2, sort_keys=False) + "\n").encode())
+    _atomic_write(root / CONFIG_NAME, (dumps(full, indent=2, digits=None) + "\n").encode())
     return root
 
 

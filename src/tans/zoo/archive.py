@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from tans._errors import TansError
+from tans._json import dumps
 from tans.data.transforms import WorkingFormat
 from tans.zoo.entry import ZooEntry
 from tans.zoo.records import TaskRef, TransferRecord
@@ -131,7 +132,7 @@ def export_zoo(
     now = int(time.time())
     try:
         with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
-            _add_member(tar, MANIFEST, json.dumps(manifest, indent=1).encode(), now)
+            _add_member(tar, MANIFEST, dumps(manifest, indent=1, digits=None).encode(), now)
             for entry in entries:
                 data = zoo.read_weights(entry.id)  # refuses missing or tampered weights
                 _add_member(tar, f"{WEIGHTS_DIR}/{entry.id}{WEIGHTS_SUFFIX}", data, now)

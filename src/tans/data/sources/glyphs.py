@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from tans._errors import TansError, TansWarning, did_you_mean
+from tans._json import dumps
 from tans.data.dataset import Dataset
 from tans.paths import cache_dir
 
@@ -251,7 +252,7 @@ def font_faces() -> tuple[FontFace, ...]:
     if changed or set(entries) != set(known):
         fd, tmp = tempfile.mkstemp(dir=index_path.parent, prefix=index_path.name + ".", suffix=".tmp")
         with os.fdopen(fd, "w") as fh:
-            json.dump(entries, fh)
+            fh.write(dumps(entries, digits=None))
         os.replace(tmp, index_path)
     faces = []
     for path, entry in entries.items():
