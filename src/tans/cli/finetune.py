@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from tans._errors import TansError
 from tans.cli._output import console, print_json, print_table
 from tans.cli._progress import progress_bar
 
@@ -25,6 +24,7 @@ def finetune_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Give a zoo model a new head for DATASET's classes and train it; save weights, metadata and curves."""
+    from tans._api import add_record, default_out_dir, warn_if_at_chance
     from tans.data import load_dataset
     from tans.finetune import finetune, finetune_and_scratch, finetune_recipe
     from tans.finetune.finetune import open_zoo
@@ -33,7 +33,7 @@ def finetune_cmd(
     store = open_zoo(zoo)
     entry = store.get(model)
     data = load_dataset(dataset)
-    out_dir = out or Path("finetuned") / _slug(f"{data.name}-{entry.id}")
+    out_dir = out or default_out_dir(data.name, entry.id)
 
     runs = 2 if scratch else 1
     with progress_bar() as bar:
@@ -57,15 +57,8 @@ def finetune_cmd(
             path = export_onnx(results[0].model, out_dir / "model.onnx", input_size=results[0].working_format.size)
             results[0].paths["onnx"] = str(path)  # the same dict the comparison reports
 
-    record_id = None
-    if record:
-        from tans.zoo.records import TaskRef, task_source
-        from tans.zoo.transfer import record_from_finetune
-
-        store.register_task(TaskRef(data.name, data.fingerprint, data.family, task_source(data), data.num_classes))
-        made = record_from_finetune(results[0], recipe, family=data.family, origin="finetune")
-        store.add_transfer(made)
-        record_id = made.id
+    warn_if_at_chance(results[0])
+    record_id = add_record(store, data, results[0], recipe) if record else None
 
     if as_json:
         payload = comparison.to_dict() if comparison is not None else results[0].to_dict()
@@ -96,11 +89,3 @@ def finetune_cmd(
         console.print(f"from-scratch model: {Path(comparison.scratch.paths['weights']).parent}")
     if record_id is not None:
         console.print(f"added to the zoo as transfer record {record_id} ('tans meta-train' learns from it; --no-record skips)")
-
-
-def _slug(text: str) -> str:
-    """A directory name from a dataset name and id (paths may hold separators)."""
-    out = "".join(c if c.isalnum() or c in "._-" else "_" for c in text).strip("._")
-    if not out:
-        raise TansError(f"cannot make an output directory name from {text!r}; pass --out DIR.")
-    return out

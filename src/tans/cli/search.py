@@ -7,9 +7,7 @@ from typing import Annotated
 
 import typer
 
-from tans._errors import TansError
 from tans.cli._output import console, print_json, print_table
-from tans.paths import default_searcher_path, default_zoo_dir
 
 COLUMNS = ["rank", "id", "arch", "task", "predicted_acc", "stage1_acc", "logme", "ncm", "params", "flops", "latency_ms"]
 
@@ -33,23 +31,10 @@ def search(
     --fast) runs the top candidates once on a sample of the dataset and fuses LogME and
     nearest-class-mean accuracy of their features with stage 1.
     """
-    from tans.cli.zoo import open_zoo
-    from tans.data import load_dataset
-    from tans.searcher import Searcher
-    from tans.searcher.artifact import is_artifact
+    from tans._api import search as run_search
 
-    zoo_obj = open_zoo(zoo or default_zoo_dir())
-    path = searcher or default_searcher_path()
-    if not is_artifact(path):
-        raise TansError(
-            f"No searcher at '{path}'; train one with 'tans meta-train --zoo {zoo_obj.path} --out {path}' "
-            "or run 'tans demo'."
-        )
-    model = Searcher.load(path)
-    result = model.search(
-        load_dataset(dataset), zoo=zoo_obj, max_params=max_params, max_flops=max_flops, max_latency_ms=max_latency_ms,
-        top_k=top_k, shortlist=shortlist, fast=fast, probe_k=probe_k,
-    )
+    result = run_search(dataset, zoo=zoo, searcher=searcher, max_params=max_params, max_flops=max_flops,
+                        max_latency_ms=max_latency_ms, top_k=top_k, fast=fast, shortlist=shortlist, probe_k=probe_k)
     if as_json:
         print_json(result.to_dict())
         return

@@ -1,6 +1,19 @@
-"""Fine-tuning a zoo model on a new dataset, the from-scratch comparison, saving and export."""
+"""Fine-tuning a zoo model on a new dataset, the from-scratch comparison, saving and export.
 
-from tans.finetune.export import FinetunedMeta, FinetunedModel, export_onnx, load_finetuned, save_finetuned
+The package is also callable: ``tans.finetune(dataset, model=ID)`` is :func:`tans._api.finetune`
+(the package-root API), so the name ``tans.finetune`` works both ways whichever is imported first.
+"""
+
+import sys
+import types
+
+from tans.finetune.export import (
+    FinetunedMeta,
+    FinetunedModel,
+    export_onnx,
+    load_finetuned,
+    save_finetuned,
+)
 from tans.finetune.finetune import (
     Comparison,
     FinetuneResult,
@@ -11,15 +24,25 @@ from tans.finetune.finetune import (
 from tans.finetune.plots import plot_curves
 
 __all__ = [
+    "Comparison",
+    "FinetuneResult",
+    "FinetunedMeta",
+    "FinetunedModel",
+    "export_onnx",
     "finetune",
     "finetune_and_scratch",
     "finetune_recipe",
-    "FinetuneResult",
-    "Comparison",
-    "save_finetuned",
     "load_finetuned",
-    "FinetunedModel",
-    "FinetunedMeta",
-    "export_onnx",
     "plot_curves",
+    "save_finetuned",
 ]
+
+
+class _CallableModule(types.ModuleType):
+    def __call__(self, *args, **kwargs):
+        from tans._api import finetune as api_finetune
+
+        return api_finetune(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
