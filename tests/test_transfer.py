@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -115,6 +116,25 @@ def test_plan_is_deterministic_and_keyed_by_the_run(records_zoo):
     # the records of records_zoo are the plan of its own config: a run of it has nothing to do
     own = TransferConfig(targets=("mnist-0-4",), models=4, **TINY)
     assert {u.id for u in plan_transfers(zoo, own)[0]} <= zoo.transfer_ids()
+
+
+def test_plan_covers_the_other_models_with_a_few_targets_each(records_zoo):
+    zoo = Zoo.open(records_zoo)
+    targets = ("mnist-0-4", "mnist-5-9", "glyphs-greek-lower-p1")
+    dense = TransferConfig(targets=targets, models=1, **TINY)
+    config = replace(dense, targets_per_other_model=2)
+    units, models, _ = plan_transfers(zoo, config)
+    picked = plan_transfers(zoo, dense)[1]
+    others = [e.id for e in zoo.entries() if e.id not in picked and not e.flagged]
+    assert len(others) >= 3 and sorted(models) == sorted(picked + others)
+    assert [u.id for u in units[: len(targets)]] == [u.id for u in plan_transfers(zoo, dense)[0]]  # the dense plan first
+    per_model = {m: [u.target for u in units if u.model_id == m] for m in models}
+    assert sorted(per_model[picked[0]]) == sorted(targets)
+    assert all(len(per_model[m]) == len(set(per_model[m])) == 2 for m in others)
+    counts = [sum(t in per_model[m] for m in others) for t in targets]
+    assert max(counts) - min(counts) <= 1  # every target gets about as many of the others
+    with pytest.raises(TansError, match="'targets_per_other_model' must be 0 or more, got -1"):
+        TransferConfig(targets_per_other_model=-1)
 
 
 def test_config_checks_and_files(tmp_path):

@@ -102,6 +102,7 @@ def transfer_cmd(
     targets: Annotated[list[str] | None, typer.Option("--targets", help="Target task name or dataset path (repeatable; default: the zoo families' other catalogue tasks).")] = None,
     models: Annotated[int | None, typer.Option(help="Fine-tune at most this many zoo models, spread over architectures and sources.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Fine-tuning epochs per record (default 1).")] = None,
+    targets_per_other_model: Annotated[int | None, typer.Option(help="Also fine-tune every model not picked by --models on this many targets (a different mix each).")] = None,
     exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Task or family that is never a target (repeatable), e.g. your test sets.")] = None,
     workers: Annotated[int | None, typer.Option(help="Local worker processes (default: every core).")] = None,
     ray: Annotated[str | None, typer.Option("--ray", help="Run on Ray: 'auto', an address, or 'local'.")] = None,
@@ -117,6 +118,7 @@ def transfer_cmd(
 
     cfg = TransferConfig.from_file(config) if config else TransferConfig()
     overrides = {"targets": tuple(targets) if targets else None, "models": models, "epochs": epochs,
+                 "targets_per_other_model": targets_per_other_model,
                  "exclude": tuple(cfg.exclude) + tuple(exclude) if exclude else None}
     cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
     store = open_zoo(zoo)

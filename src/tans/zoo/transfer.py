@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+import numpy as np
+
 from tans._config import check_keys, read_config_file
 from tans._errors import TansError
 from tans._parallel import map_unordered, ray_map
@@ -71,6 +73,10 @@ class TransferConfig:
         Task names or families that are never targets (e.g. benchmark test datasets and families).
     max_classes : int or None
         Default targets have at most this many classes (``None``: no limit).
+    targets_per_other_model : int
+        Every unflagged model *not* among the ``models`` picked is also fine-tuned on this many
+        of the targets (0: none), a different mix of targets for each, so that the searcher sees
+        how every model of the zoo transfers, not only the picked ones.
     """
 
     targets: tuple[str, ...] = ()
@@ -81,6 +87,7 @@ class TransferConfig:
     max_eval_images: int = 192
     exclude: tuple[str, ...] = ()
     max_classes: int | None = None
+    targets_per_other_model: int = 0
 
     def __post_init__(self) -> None:
         for name in ("targets", "seeds", "exclude"):
@@ -92,6 +99,7 @@ class TransferConfig:
             ("max_train_images", self.max_train_images >= 16, "at least 16"),
             ("max_eval_images", self.max_eval_images >= 8, "at least 8"),
             ("max_classes", self.max_classes is None or self.max_classes >= 2, "None or at least 2"),
+            ("targets_per_other_model", self.targets_per_other_model >= 0, "0 or more"),
         ]
         for name, ok, expected in checks:
             if not ok:
@@ -253,12 +261,20 @@ def plan_transfers(zoo: Zoo, config: TransferConfig) -> tuple[list[TransferUnit]
                 "about other tasks: pick a task no zoo model was trained on."
             )
         datasets[name] = dataset
+    pairs = [(name, model_id) for name in datasets for model_id in model_ids]
+    if config.targets_per_other_model:
+        # each other model takes the next k targets of one fixed shuffle: every target gets about
+        # as many of them as any other, and each model a mix of families
+        others = sorted(e.id for e in zoo.entries() if not e.flagged and e.id not in set(model_ids))
+        names = [list(datasets)[i] for i in np.random.default_rng(0).permutation(len(datasets))]
+        k = min(config.targets_per_other_model, len(names))
+        pairs += [(names[(i * k + j) % len(names)], model_id) for i, model_id in enumerate(others) for j in range(k)]
+        model_ids = [*model_ids, *others]
     units = []
-    for name, dataset in datasets.items():
-        for model_id in model_ids:
-            for seed in config.seeds:
-                uid = record_key(model_id, dataset.fingerprint, config.recipe(seed).to_dict(), seed)
-                units.append(TransferUnit(uid, model_id, name, dataset.fingerprint, seed))
+    for name, model_id in pairs:
+        for seed in config.seeds:
+            uid = record_key(model_id, datasets[name].fingerprint, config.recipe(seed).to_dict(), seed)
+            units.append(TransferUnit(uid, model_id, name, datasets[name].fingerprint, seed))
     return units, model_ids, datasets
 
 
