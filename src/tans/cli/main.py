@@ -14,6 +14,7 @@ from tans.cli import data as data_cmd
 from tans.cli import demo as demo_cmd
 from tans.cli import finetune as finetune_cmd
 from tans.cli import meta_train as meta_train_cmd
+from tans.cli import predict as predict_cmd
 from tans.cli import search as search_cmd
 from tans.cli import zoo as zoo_cmd
 
@@ -30,6 +31,7 @@ app.command("meta-train")(meta_train_cmd.meta_train)
 app.command("search")(search_cmd.search)
 app.add_typer(zoo_cmd.app, name="zoo")
 app.command("finetune")(finetune_cmd.finetune_cmd)
+app.command("predict")(predict_cmd.predict_cmd)
 app.command("bench")(bench_cmd.bench_cmd)
 
 
