@@ -195,6 +195,31 @@ def show_cmd(entry_id: Annotated[str, typer.Argument(help="Entry id (see 'tans z
         console.print("no transfer records")
 
 
+@app.command("export-onnx")
+def export_onnx_cmd(
+    entry_id: Annotated[str, typer.Argument(help="Entry id (see 'tans zoo list').")],
+    out: Annotated[Path, typer.Option("--out", help="The .onnx file to write.")],
+    zoo: ZooOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Write one zoo entry (its source task's head included) as a self-contained ONNX graph.
+
+    Input 'input': float32 (batch, 3, size, size) normalised as (pixel / 255 - 0.5) / 0.25, at the
+    zoo's working size; output 'logits'.
+    """
+    from tans.finetune import export_onnx
+    from tans.training.loop import INPUT_MEAN, INPUT_STD
+
+    store = open_zoo(zoo)
+    size = store.working_format.size
+    path = export_onnx(store.load_model(entry_id), out, input_size=size)
+    if as_json:
+        print_json({"id": entry_id, "onnx": str(path), "input_size": size, "mean": INPUT_MEAN, "std": INPUT_STD})
+    else:
+        console.print(f"wrote {path}: input float32 (batch, 3, {size}, {size}) normalised as "
+                      f"(pixel / 255 - {INPUT_MEAN}) / {INPUT_STD}, output logits")
+
+
 @app.command("verify")
 def verify_cmd(zoo: ZooOption = None, as_json: JsonOption = False) -> None:
     """Check every weights file against its checksum; exit 1 when something is missing or tampered."""
