@@ -86,3 +86,32 @@ def test_api_errors_say_how_to_fix(default_home, tmp_path):
         tans.finetune("digits-5-9", model="abc", epochs=0)
     with pytest.raises(TypeError):
         tans.search("digits-5-9", 1000)  # the budget is keyword-only
+
+
+def test_a_fine_tune_at_chance_warns(records_zoo, tmp_path, capsys):
+    """Identical images in two balanced classes: every prediction is the same class, so accuracy is chance."""
+    import warnings
+    from dataclasses import replace
+
+    import numpy as np
+
+    from tans._api import warn_if_at_chance
+    from tans.cli.main import main
+    from tans.finetune import finetune
+
+    torch.set_num_threads(1)
+    data = tmp_path / "constant.npz"
+    np.savez(data, x=np.full((40, 8, 8), 128, np.uint8), y=np.tile([0, 1], 20))
+    entry_id = Zoo.open(records_zoo).ids()[0]
+    result = finetune(str(data), zoo=records_zoo, model_id=entry_id, epochs=1)
+    assert result.test_acc <= result.chance
+    with pytest.warns(tans.TansWarning, match=r"test accuracy 50.0% is at or below chance \(50.0% for 2 classes\)"):
+        warn_if_at_chance(result)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_at_chance(replace(result, test_acc=result.chance + 0.01))
+
+    code = main(["finetune", str(data), "--model", entry_id, "--zoo", str(records_zoo), "--epochs", "1",
+                 "--out", str(tmp_path / "ft"), "--no-record", "--json"])
+    err = capsys.readouterr().err
+    assert code == 0 and err.count("warning: the fine-tuned model's test accuracy") == 1
