@@ -180,6 +180,23 @@ def test_load_refuses_modified_or_missing_files(compared, tmp_path):
         load_finetuned(tmp_path / "nothing")
 
 
+def test_replacing_a_model_keeps_the_old_pair_until_the_new_one_is_complete(compared, tmp_path, monkeypatch):
+    from tans.finetune import export
+
+    comparison, _ = compared
+    out = tmp_path / "ft"
+    export.save_finetuned(comparison.pretrained, out)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("killed between the weights and model.json")
+
+    monkeypatch.setattr(export, "dumps", crash)
+    with pytest.raises(RuntimeError):
+        export.save_finetuned(comparison.scratch, out)
+    assert load_finetuned(out).meta.from_scratch is False  # before: new weights next to the old checksum
+    assert [p.name for p in tmp_path.iterdir()] == ["ft"]
+
+
 def test_onnx_export_matches_torch(compared, tmp_path):
     onnx = pytest.importorskip("onnx", reason="ONNX export needs the onnx package")
     comparison, out = compared

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import torch
 
+from tans import _atomic
 from tans._errors import TansError
 from tans.zoo import ImportReport, Zoo, ZooEntry, export_zoo, import_zoo, unit_key
-from tans.zoo import store as store_module
 
 RECIPE = {"epochs": 2, "lr": 0.05, "label_smoothing": 0.1}
 
@@ -288,7 +288,7 @@ def test_crash_between_weights_and_row_leaves_no_entry(tmp_path, monkeypatch):
     def killed(_path):  # runs after the weights file is in place, before the row is inserted
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(store_module, "_fsync_dir", killed)
+    monkeypatch.setattr(_atomic, "_fsync_dir", killed)
     with pytest.raises(KeyboardInterrupt):
         zoo.add(make_entry(0), make_state(0))
     monkeypatch.undo()

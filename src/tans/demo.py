@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from tans._atomic import write_bytes
 from tans._json import dumps
 from tans.finetune import Comparison, finetune_and_scratch, finetune_recipe
 from tans.index import Constraints
@@ -169,5 +170,5 @@ def run_demo(
                         search=found,
                         comparison=comparison, seconds=time.perf_counter() - start)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "demo.json").write_text(dumps(result.to_dict(), indent=2, digits=None) + "\n")
+    write_bytes(out_dir / "demo.json", (dumps(result.to_dict(), indent=2, digits=None) + "\n").encode())
     return result

@@ -8,14 +8,13 @@ renamed into place, so two processes filling the cache at once both end with a c
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from tans._atomic import new_file
 from tans._errors import TansError
 from tans.data.dataset import Dataset
 from tans.paths import cache_dir
@@ -108,11 +107,5 @@ def to_working(
 
 
 def _atomic_save(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array, allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with new_file(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array, allow_pickle=False)

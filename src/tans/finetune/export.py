@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import datetime, timezone
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from tans._atomic import new_file, new_folder
 from tans._errors import TansError
 from tans._json import dumps
 from tans.data.transforms import WorkingFormat, resize_images
@@ -38,6 +38,9 @@ FORMAT_VERSION = 1
 WEIGHTS_NAME = "model.safetensors"
 META_NAME = "model.json"
 ONNX_NAME = "model.onnx"
+# Everything 'tans finetune' (--scratch, --onnx) and 'tans demo' put in an output folder: what
+# saving a fine-tuned model there again may replace. A folder holding anything else is refused.
+OUTPUT_NAMES = (WEIGHTS_NAME, META_NAME, ONNX_NAME, "curves.png", "scratch", "demo.json")
 # "torchscript": torch's tracing exporter, needs only the onnx package and takes ~2 s here;
 # "dynamo": the torch.export-based one, needs onnxscript too and takes ~20 s on 2 busy cores.
 EXPORTERS = ("torchscript", "dynamo")
@@ -174,20 +177,6 @@ class FinetunedModel:
         return export_onnx(self.model, path or self.path / ONNX_NAME, input_size=self.meta.image_size, **kwargs)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write through a temporary file in the same directory, then rename: never half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _tans_version() -> str:
     try:
         from importlib.metadata import version
@@ -205,7 +194,9 @@ def save_finetuned(result: FinetuneResult, out_dir: str | os.PathLike[str]) -> d
     result : FinetuneResult
         A result that still holds its model.
     out_dir : path
-        Created if needed; files of an earlier run there are replaced.
+        Created if needed. A folder written by an earlier run is replaced as a whole, in one step:
+        readers see the old pair of files or the new one, never a mix (the earlier run's curves,
+        ONNX file and ``scratch/`` go with it).
 
     Returns
     -------
@@ -215,21 +206,15 @@ def save_finetuned(result: FinetuneResult, out_dir: str | os.PathLike[str]) -> d
     Raises
     ------
     TansError
-        When the result holds no model or the directory cannot be written.
+        When the result holds no model, or ``out_dir`` is a file or holds files other than
+        :data:`OUTPUT_NAMES`.
     """
     from safetensors.torch import save
 
     if result.model is None:
         raise TansError("this FinetuneResult holds no model (it was loaded from JSON?); fine-tune again to save one.")
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise TansError(f"expected an output directory, got the file {out}; pass another --out.") from None
     state = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
     data = save(state, metadata={"format": FORMAT, "arch": result.arch})
-    weights = out / WEIGHTS_NAME
-    _atomic_write(weights, data)
     meta = FinetunedMeta(
         arch=result.arch,
         class_names=tuple(result.class_names),
@@ -247,9 +232,11 @@ def save_finetuned(result: FinetuneResult, out_dir: str | os.PathLike[str]) -> d
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         tans_version=_tans_version(),
     )
-    meta_path = out / META_NAME
-    _atomic_write(meta_path, (dumps(meta.to_dict(), indent=2, digits=None) + "\n").encode())
-    return {"weights": str(weights), "metadata": str(meta_path)}
+    with new_folder(out_dir, replaces=OUTPUT_NAMES) as tmp:
+        (tmp / WEIGHTS_NAME).write_bytes(data)
+        (tmp / META_NAME).write_text(dumps(meta.to_dict(), indent=2, digits=None) + "\n", encoding="utf-8")
+    out = Path(out_dir).expanduser()
+    return {"weights": str(out / WEIGHTS_NAME), "metadata": str(out / META_NAME)}
 
 
 def load_finetuned(path: str | os.PathLike[str]) -> FinetunedModel:
@@ -373,12 +360,10 @@ def export_onnx(
         kwargs.update(dynamo=True, dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False)
     else:
         kwargs.update(dynamo=False, dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-    tmp = out.with_name(f".{out.name}.tmp")
     try:
-        with torch.no_grad(), warnings.catch_warnings():
+        with torch.no_grad(), warnings.catch_warnings(), new_file(out) as tmp:
             warnings.simplefilter("ignore")  # the torchscript exporter's deprecation notice is known
             torch.onnx.export(model, (example,), str(tmp), **kwargs)
-        os.replace(tmp, out)
     except Exception as exc:  # noqa: BLE001 - exporters raise many kinds; say which model failed
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise TansError(
@@ -386,6 +371,5 @@ def export_onnx(
             f"try the other one ({' or '.join(e for e in EXPORTERS if e != exporter)})."
         ) from None
     finally:
-        tmp.unlink(missing_ok=True)
         model.to(device).train(was_training)
     return out

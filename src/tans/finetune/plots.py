@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tans._atomic import new_file
 from tans._errors import TansError
 
 if TYPE_CHECKING:
@@ -82,7 +83,8 @@ def plot_curves(
     fig.tight_layout()
     out = Path(path).expanduser()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
+    with new_file(out) as tmp:
+        fig.savefig(tmp, format=out.suffix.lstrip(".") or "png")
     return out
 
 

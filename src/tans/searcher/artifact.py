@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from tans._atomic import new_folder
 from tans._errors import TansError
 from tans._json import dumps
 
@@ -41,24 +41,14 @@ def is_artifact(path: str | os.PathLike[str]) -> bool:
     return (Path(path) / CONFIG_NAME).is_file()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_artifact(path: str | os.PathLike[str], config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Path:
     """Write a searcher artifact.
 
     Parameters
     ----------
     path : str or Path
-        Directory to write (created; an existing artifact there is replaced).
+        Directory to write. An existing artifact there is replaced in one step (the new one is
+        written to a folder beside it and swapped in), so readers see the old pair or the new one.
     config : dict
         JSON-able settings and metadata; ``format``, ``format_version`` and ``weights_sha256``
         are added.
@@ -73,25 +63,15 @@ def save_artifact(path: str | os.PathLike[str], config: dict[str, Any], tensors:
     Raises
     ------
     TansError
-        If ``path`` is an existing file.
+        If ``path`` is a file, or a folder holding other files than an artifact's.
     """
-    root = Path(path).expanduser()
-    if root.exists() and not root.is_dir():
-        raise TansError(f"Cannot write the searcher to '{root}': it is a file; pass a directory path.")
-    root.mkdir(parents=True, exist_ok=True)
-    weights = root / WEIGHTS_NAME
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=WEIGHTS_NAME, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata={"format": FORMAT})
-        digest = hashlib.sha256(Path(tmp).read_bytes()).hexdigest()
-        os.replace(tmp, weights)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    full = {"format": FORMAT, "format_version": FORMAT_VERSION, "weights_sha256": digest, **config}
-    _atomic_write(root / CONFIG_NAME, (dumps(full, indent=2, digits=None) + "\n").encode())
-    return root
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    with new_folder(path, replaces=(CONFIG_NAME, WEIGHTS_NAME)) as tmp:
+        save_file(tensors, tmp / WEIGHTS_NAME, metadata={"format": FORMAT})
+        digest = hashlib.sha256((tmp / WEIGHTS_NAME).read_bytes()).hexdigest()
+        full = {"format": FORMAT, "format_version": FORMAT_VERSION, "weights_sha256": digest, **config}
+        (tmp / CONFIG_NAME).write_text(dumps(full, indent=2, digits=None) + "\n", encoding="utf-8")
+    return Path(path).expanduser()
 
 
 def load_artifact(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tans._atomic import new_file
 from tans._errors import TansError
 from tans._json import dumps
 from tans.data.transforms import WorkingFormat
@@ -128,17 +129,12 @@ def export_zoo(
         "tasks": [t.to_dict() for t in tasks],
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     now = int(time.time())
-    try:
-        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
-            _add_member(tar, MANIFEST, dumps(manifest, indent=1, digits=None).encode(), now)
-            for entry in entries:
-                data = zoo.read_weights(entry.id)  # refuses missing or tampered weights
-                _add_member(tar, f"{WEIGHTS_DIR}/{entry.id}{WEIGHTS_SUFFIX}", data, now)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with new_file(out) as tmp, tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+        _add_member(tar, MANIFEST, dumps(manifest, indent=1, digits=None).encode(), now)
+        for entry in entries:
+            data = zoo.read_weights(entry.id)  # refuses missing or tampered weights
+            _add_member(tar, f"{WEIGHTS_DIR}/{entry.id}{WEIGHTS_SUFFIX}", data, now)
     return out
 
 

@@ -37,7 +37,6 @@ import os
 import sqlite3
 import struct
 import time
-import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -47,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tans import _atomic
 from tans._errors import TansError, did_you_mean
 from tans.data.transforms import WorkingFormat
 from tans.zoo.entry import ID_PATTERN, ZooEntry
@@ -63,7 +63,6 @@ SCHEMA_VERSION = 2
 DB_NAME = "zoo.sqlite"
 WEIGHTS_DIR = "weights"
 WEIGHTS_SUFFIX = ".safetensors"
-TMP_PREFIX = ".tmp-"
 ZOO_FORMAT = "tans-zoo"
 # Writers wait this long for the lock before giving up (a long build may hold many writers).
 BUSY_TIMEOUT_S = 120.0
@@ -298,20 +297,6 @@ def _serialize(state_dict: Mapping[str, Any], metadata: dict[str, str]) -> bytes
         # clone: safetensors refuses tensors that share storage (tied weights)
         tensors[k] = v.detach().to("cpu").contiguous().clone()
     return save_torch(tensors, metadata=metadata)
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename in ``path`` durable (no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 @contextmanager
@@ -599,13 +584,9 @@ class Zoo:
         )
         conn = self._connect()
         self.weights_dir.mkdir(exist_ok=True)
-        tmp = self.weights_dir / f"{TMP_PREFIX}{entry.id}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp = _atomic.temp_beside(self.weights_path(entry.id))
         try:
-            # slow part outside the lock: write and flush the bytes to a private temp file
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
+            tmp.write_bytes(data)  # slow part outside the lock
             conn.execute("BEGIN IMMEDIATE")  # waits (busy timeout) for other writers
             try:
                 existing = self._get_row(entry.id)
@@ -613,8 +594,7 @@ class Zoo:
                     conn.execute("ROLLBACK")
                     return self._check_same_unit(existing, entry)
                 # under the write lock, so no other writer can replace this file before we commit
-                os.replace(tmp, self.weights_path(entry.id))
-                _fsync_dir(self.weights_dir)
+                _atomic.replace(tmp, self.weights_path(entry.id))
                 conn.execute(
                     f"INSERT INTO entries ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
                     self._to_row(stored),

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,7 +24,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from tans._atomic import new_file
 from tans._errors import TansWarning
+from tans._json import dumps
 from tans.data.dataset import Dataset
 from tans.paths import cache_dir
 
@@ -67,18 +67,12 @@ def save_npz_dataset(dataset: Dataset, path: Path) -> None:
         "images": dataset.images,
         "labels": dataset.labels,
         "class_names": np.array(dataset.class_names, dtype=str),
-        "meta": np.array(json.dumps(meta)),
+        "meta": np.array(dumps(meta, digits=None)),
     }
     if dataset.split_indices is not None:
         arrays.update({f"split_{k}": v for k, v in dataset.split_indices.items()})
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with new_file(path) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
 
 
 def load_npz_dataset(path: Path) -> Dataset:

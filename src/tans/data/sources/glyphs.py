@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import unicodedata
 import warnings
 from collections.abc import Iterable
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from tans._atomic import write_bytes
 from tans._errors import TansError, TansWarning, did_you_mean
 from tans._json import dumps
 from tans.data.dataset import Dataset
@@ -250,10 +250,7 @@ def font_faces() -> tuple[FontFace, ...]:
             changed = True
         entries[str(path)] = entry
     if changed or set(entries) != set(known):
-        fd, tmp = tempfile.mkstemp(dir=index_path.parent, prefix=index_path.name + ".", suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            fh.write(dumps(entries, digits=None))
-        os.replace(tmp, index_path)
+        write_bytes(index_path, dumps(entries, digits=None).encode())
     faces = []
     for path, entry in entries.items():
         for f in entry["faces"]:
