@@ -532,6 +532,28 @@ def test_import_refuses_unsafe_archives(tmp_path, good_archive, tamper, match):
     assert not (tmp_path / "evil").exists()
 
 
+def test_import_refuses_a_weights_bomb_before_reading_it(tmp_path, good_archive):
+    import tracemalloc
+
+    bomb = bytes(64 << 20)  # 64 MiB of zeros: a few hundred KiB gzipped; the entry declares 1,000 parameters
+    members = _payload_with_matching_sha(_members(good_archive), lambda _: bomb)
+    path = tmp_path / "bomb.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data))
+    del bomb, members
+    zoo = Zoo.create(tmp_path / "dst")
+    tracemalloc.start()
+    try:
+        with pytest.raises(TansError, match=r"are 67,108,864 bytes, more than its 1,000 parameters can take"):
+            import_zoo(zoo, path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, peak  # before: the whole member was read into memory
+    assert len(zoo) == 0
+
+
 def test_import_refuses_non_tar_and_conflicting_ids(tmp_path, good_archive):
     zoo = Zoo.create(tmp_path / "dst")
     junk = tmp_path / "junk.tar"

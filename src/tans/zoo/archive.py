@@ -41,6 +41,12 @@ READABLE_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 # A manifest is metadata only; anything larger is not one of ours.
 MAX_MANIFEST_BYTES = 256 << 20
+# A weights file holds at most 16 bytes per parameter the manifest declares (float64 weights plus
+# as many buffer elements, e.g. BatchNorm statistics) and a header: anything larger is refused
+# before it is read, and what is read is hashed as it streams in, a chunk at a time.
+MAX_BYTES_PER_PARAM = 16
+WEIGHTS_HEADER_BYTES = 1 << 20
+_CHUNK = 1 << 20
 _WEIGHTS_MEMBER = re.compile(
     rf"{WEIGHTS_DIR}/([A-Za-z0-9][A-Za-z0-9._-]{{0,127}}){re.escape(WEIGHTS_SUFFIX)}"
 )
@@ -298,8 +304,7 @@ def import_zoo(zoo: Zoo, archive_path: str | os.PathLike[str]) -> ImportReport:
         # first pass: check everything, so a bad archive adds nothing
         skipped = []
         for entry in entries:
-            data = _read_member(tar, weights[entry.id])
-            _check_weights(entry, data, archive)
+            _read_weights(tar, weights[entry.id], entry, archive)
             if entry.id in zoo:
                 zoo._check_same_unit(zoo.get(entry.id), entry)
                 skipped.append(entry.id)
@@ -312,9 +317,7 @@ def import_zoo(zoo: Zoo, archive_path: str | os.PathLike[str]) -> ImportReport:
             if entry.id in zoo:  # added by another writer meanwhile
                 skipped.append(entry.id)
                 continue
-            data = _read_member(tar, weights[entry.id])
-            _check_weights(entry, data, archive)
-            zoo._add_serialized(entry, data)
+            zoo._add_serialized(entry, _read_weights(tar, weights[entry.id], entry, archive))
             added.append(entry.id)
     zoo._register_tasks(manifest.tasks)  # the zoo's own reference of a task stays
     records_added = zoo.add_transfers(manifest.records)  # one transaction; re-imports add nothing
@@ -344,13 +347,33 @@ def _check_records(zoo: Zoo, records: list[TransferRecord], archive_ids: set[str
                 )
 
 
-def _check_weights(entry: ZooEntry, data: bytes, archive: Path) -> None:
-    digest = hashlib.sha256(data).hexdigest()
+def _read_weights(tar: tarfile.TarFile, member: tarfile.TarInfo, entry: ZooEntry, archive: Path) -> bytes:
+    """The bytes of ``entry``'s weights member, after checking its size, sha256 and safetensors format.
+
+    The size is checked against :data:`MAX_BYTES_PER_PARAM` before anything is read; the sha256 is
+    computed while the member streams in.
+    """
+    cap = MAX_BYTES_PER_PARAM * max(int(entry.params), 0) + WEIGHTS_HEADER_BYTES
+    if member.size > cap:
+        raise TansError(
+            f"refusing archive {archive}: weights of entry {entry.id} are {member.size:,} bytes, more than "
+            f"its {entry.params:,} parameters can take ({cap:,} bytes at most); the archive was modified or damaged."
+        )
+    fh = tar.extractfile(member)  # a regular file (checked), read in chunks, never extracted
+    if fh is None:
+        raise TansError(f"could not read member {member.name!r} of the archive.")
+    sha, buffer = hashlib.sha256(), bytearray()
+    with fh:
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            sha.update(chunk)
+            buffer += chunk
+    digest = sha.hexdigest()
     if digest != entry.sha256:
         raise TansError(
             f"refusing archive {archive}: weights of entry {entry.id} have sha256 {digest[:12]}..., "
             f"the manifest says {entry.sha256[:12] or '(none)'}...; the archive was modified or damaged."
         )
+    data = bytes(buffer)
     try:
         meta = check_safetensors(data)
     except TansError as exc:
@@ -360,3 +383,4 @@ def _check_weights(entry: ZooEntry, data: bytes, archive: Path) -> None:
             f"refusing archive {archive}: weights file of entry {entry.id} says it belongs to "
             f"{meta['tans_id']!r}; the archive was assembled wrongly."
         )
+    return data
