@@ -290,6 +290,28 @@ def test_cli_refuses_classes_too_small_to_split_before_writing(capsys, zoo, entr
     assert not out.exists()
 
 
+@pytest.mark.parametrize("kind", ["file", "folder of other files"])
+def test_cli_out_is_checked_before_training(capsys, zoo, entry, tmp_path, monkeypatch, kind):
+    import sys
+
+    module = sys.modules["tans.finetune.finetune"]  # the package's 'finetune' is the function
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before checking --out")
+
+    monkeypatch.setattr(module, "train", no_training)
+    out = tmp_path / "out"
+    if kind == "file":
+        out.write_text("keep")
+    else:
+        out.mkdir()
+        (out / "notes.txt").write_text("keep")
+    code, stdout, err = run(capsys, "finetune", "digits-5-9", "--model", entry.id, "--zoo", zoo.path, "--out", out)
+    assert code == 2 and stdout == "" and err.count("\n") == 1
+    assert ("got a file" if kind == "file" else "holds 'notes.txt', which tans did not write") in err
+    assert (out if kind == "file" else out / "notes.txt").read_text() == "keep"
+
+
 def _no_constants(name):
     raise AssertionError(f"{name} is not JSON")
 

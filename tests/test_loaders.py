@@ -328,6 +328,22 @@ def test_unsafe_zip_entry_is_refused_and_nothing_written(entry, what, tmp_path, 
     assert os.path.exists("/tmp/evil.txt") == outside_before
 
 
+def test_zip_entries_that_clash_are_one_line(tmp_path, tans_home, png, capsys):
+    from tans.cli.main import main
+
+    archive = tmp_path / "clash.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("data/cat/a", b"a file named like a folder")
+        zf.write(png(tmp_path / "a.png"), "data/cat/a/0.png")
+        zf.write(png(tmp_path / "b.png"), "data/dog/0.png")
+    with pytest.raises(TansError, match=r"entry 'data/cat/a/0.png' needs 'data/cat/a' to be a folder") as excinfo:
+        load_path(archive)
+    one_line(excinfo)
+    assert main(["data", "inspect", str(archive)]) == 2  # before: "internal error: FileExistsError"
+    err = capsys.readouterr().err
+    assert err.startswith("error: Refusing zip") and err.count("\n") == 1
+
+
 def test_zip_keeps_empty_class_folders(tmp_path, tans_home, png):
     archive = tmp_path / "d.zip"
     with zipfile.ZipFile(archive, "w") as zf:

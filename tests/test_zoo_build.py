@@ -234,6 +234,15 @@ def test_add_timm_trains_a_timm_architecture(tmp_path, capsys, monkeypatch):
     assert code == 2 and "pretrained weights" in err and err.count("\n") == 1
 
 
+def test_refused_zoo_commands_leave_no_folder_behind(tmp_path, capsys):
+    junk = tmp_path / "junk.tar"
+    junk.write_bytes(b"not a tar file")
+    code, _, err = run(capsys, "zoo", "import", junk, "--zoo", tmp_path / "imported")
+    assert code == 2 and "not a tar file" in err and not (tmp_path / "imported").exists()
+    code, _, err = run(capsys, "zoo", "build", "--tasks", "nosuchtask", "--zoo", tmp_path / "built")
+    assert code == 2 and "nosuchtask" in err and err.count("\n") == 1 and not (tmp_path / "built").exists()
+
+
 def test_cli_import_of_a_non_archive_and_zero_workers_are_one_line(tmp_path, capsys):
     junk = tmp_path / "junk.tar"
     junk.write_text("not a tar file\nsecond line\n")

@@ -532,6 +532,15 @@ def test_import_refuses_unsafe_archives(tmp_path, good_archive, tamper, match):
     assert not (tmp_path / "evil").exists()
 
 
+def test_a_refused_archive_creates_no_zoo(tmp_path, good_archive):
+    bad = _write_tar(tmp_path / "bad.tar", _flip_weights(_members(good_archive)))
+    with pytest.raises(TansError, match="have sha256"):
+        import_zoo(tmp_path / "new-zoo", bad)
+    assert not (tmp_path / "new-zoo").exists()
+    report = import_zoo(tmp_path / "new-zoo", good_archive)  # a path is fine: the zoo is created for it
+    assert len(report.added) == 2 and len(Zoo.open(tmp_path / "new-zoo")) == 2
+
+
 def test_import_refuses_a_weights_bomb_before_reading_it(tmp_path, good_archive):
     import tracemalloc
 

@@ -252,9 +252,9 @@ def import_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """Add the entries of an archive (checksums and formats are validated first; nothing is unpickled)."""
-    from tans.zoo import Zoo, import_zoo
+    from tans.zoo import import_zoo
 
-    report = import_zoo(Zoo.create(zoo or default_zoo_dir()), archive)
+    report = import_zoo(zoo or default_zoo_dir(), archive)  # creates the zoo only for a valid archive
     if as_json:
         print_json(report.to_dict())
     else:

@@ -317,14 +317,16 @@ def finetune(
     Raises
     ------
     TansError
-        For an unknown entry, a missing zoo, a bad epoch count, or a dataset with a class short of
-        images for the train/val/test split.
+        For an unknown entry, a missing zoo, a bad epoch count, a dataset with a class short of
+        images for the train/val/test split, or an ``out_dir`` that is a file or holds other files
+        than a fine-tune's (checked before training).
     """
     start = time.perf_counter()
     if (model_id is None) == (model is None):
         raise TansError("finetune needs exactly one of model_id (a zoo entry) or model (a module or architecture name).")
     data = _resolve_dataset(dataset)
     data.check_splits()
+    _check_out_dir(out_dir)
     recipe = recipe if recipe is not None else finetune_recipe(epochs, seed=seed)
     num_classes = data.num_classes
 
@@ -385,6 +387,15 @@ def finetune(
     return result
 
 
+def _check_out_dir(out_dir: str | os.PathLike[str] | None) -> None:
+    """Refuse an output path that is a file, or a folder of other things, before any training."""
+    if out_dir is not None:
+        from tans._atomic import check_folder
+        from tans.finetune.export import OUTPUT_NAMES
+
+        check_folder(out_dir, OUTPUT_NAMES)
+
+
 def _write_outputs(result: FinetuneResult, out_dir: Path, *, curves: bool = True) -> FinetuneResult:
     from tans.finetune.export import save_finetuned
     from tans.finetune.plots import plot_curves
@@ -429,6 +440,7 @@ def finetune_and_scratch(
     from tans.finetune.plots import plot_curves
 
     data = _resolve_dataset(dataset)
+    _check_out_dir(out_dir)
     zoo = open_zoo(zoo)
     runs = []
     for scratch in (False, True):

@@ -30,7 +30,7 @@ from tans._json import dumps
 from tans.data.transforms import WorkingFormat
 from tans.zoo.entry import ZooEntry
 from tans.zoo.records import TaskRef, TransferRecord
-from tans.zoo.store import SCHEMA_VERSION, WEIGHTS_DIR, WEIGHTS_SUFFIX, Zoo, check_safetensors
+from tans.zoo.store import DB_NAME, SCHEMA_VERSION, WEIGHTS_DIR, WEIGHTS_SUFFIX, Zoo, check_safetensors
 
 __all__ = ["export_zoo", "import_zoo", "ImportReport", "ARCHIVE_FORMAT"]
 
@@ -243,15 +243,16 @@ def _read_manifest(tar: tarfile.TarFile, member: tarfile.TarInfo, archive: Path)
     return _Manifest(entries, working_format, records, tasks)
 
 
-def import_zoo(zoo: Zoo, archive_path: str | os.PathLike[str]) -> ImportReport:
+def import_zoo(zoo: Zoo | str | os.PathLike[str], archive_path: str | os.PathLike[str]) -> ImportReport:
     """Add the entries, transfer records and tasks of an archive made by :func:`export_zoo` to ``zoo``.
 
     The whole archive is validated before anything is added; any problem refuses all of it.
 
     Parameters
     ----------
-    zoo : Zoo
-        The destination zoo.
+    zoo : Zoo or path
+        The destination zoo; a path without one gets a new zoo, created only once the archive
+        has passed every check (a refused archive leaves no empty zoo behind).
     archive_path : str or Path
         A tar archive (plain or compressed).
 
@@ -272,6 +273,10 @@ def import_zoo(zoo: Zoo, archive_path: str | os.PathLike[str]) -> ImportReport:
         or ``zoo`` holds networks of another working format.
     """
     archive = Path(archive_path).expanduser()
+    new_path = None
+    if not isinstance(zoo, Zoo):
+        new_path = Path(zoo).expanduser()
+        zoo = Zoo.open(new_path) if (new_path / DB_NAME).exists() else None
     if not archive.is_file():
         raise TansError(f"expected a zoo archive file, got {archive} which does not exist.")
     try:
@@ -305,9 +310,10 @@ def import_zoo(zoo: Zoo, archive_path: str | os.PathLike[str]) -> ImportReport:
         skipped = []
         for entry in entries:
             _read_weights(tar, weights[entry.id], entry, archive)
-            if entry.id in zoo:
+            if zoo is not None and entry.id in zoo:
                 zoo._check_same_unit(zoo.get(entry.id), entry)
                 skipped.append(entry.id)
+        zoo = zoo if zoo is not None else Zoo.create(new_path)
         zoo.record_working_format(working_format)  # refuses networks of another image format
         # second pass: add, re-checking the bytes actually stored
         added = []
@@ -324,19 +330,19 @@ def import_zoo(zoo: Zoo, archive_path: str | os.PathLike[str]) -> ImportReport:
     return ImportReport(added=tuple(added), skipped=tuple(skipped), records_added=records_added)
 
 
-def _check_records(zoo: Zoo, records: list[TransferRecord], archive_ids: set[str], archive: Path) -> None:
+def _check_records(zoo: Zoo | None, records: list[TransferRecord], archive_ids: set[str], archive: Path) -> None:
     """Refuse duplicate records, records of unknown models and ids stored for another fine-tune."""
     seen: set[str] = set()
     for record in records:
         if record.id in seen:
             raise TansError(f"refusing archive {archive}: transfer record {record.id} appears twice; export it again.")
         seen.add(record.id)
-        if record.model_id not in archive_ids and record.model_id not in zoo:
+        if record.model_id not in archive_ids and (zoo is None or record.model_id not in zoo):
             raise TansError(
                 f"refusing archive {archive}: transfer record {record.id} is of model {record.model_id!r}, which "
                 "is neither in the archive nor in the zoo; export the model together with its records."
             )
-    stored = zoo.transfer_ids()
+    stored = zoo.transfer_ids() if zoo is not None else set()
     for record in records:
         if record.id in stored:
             existing = zoo._get_transfer(record.id)

@@ -328,10 +328,10 @@ def build_zoo(
     """
     if workers is not None and workers < 1:
         raise TansError(f"workers must be at least 1, got {workers}; omit it to use every core.")
+    start = time.perf_counter()
+    units, tasks = _plan(config)  # refuses unknown tasks before a zoo is created
     zoo = zoo if isinstance(zoo, Zoo) else Zoo.create(zoo)
     zoo.record_working_format(config.working_format)
-    start = time.perf_counter()
-    units, tasks = _plan(config)
     stored = set(zoo.ids())
     registered = set(zoo.tasks())
     for fingerprint in dict.fromkeys(u.task_fingerprint for u in units if u.id in stored):

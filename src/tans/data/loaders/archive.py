@@ -70,7 +70,8 @@ def extract_zip(path: str | os.PathLike, *, max_bytes: int = MAX_ZIP_BYTES) -> P
     """Extract a zip into ``cache_dir("zips")/<sha256 of the zip>`` and return the dataset root.
 
     Every entry is checked before anything is written: absolute paths, ``..`` that would leave
-    the target, symbolic links and a total size above ``max_bytes`` are refused. ``__MACOSX``
+    the target, symbolic links, a file that other entries need as a folder and a total size above
+    ``max_bytes`` are refused. ``__MACOSX``
     and hidden entries are skipped. Extraction goes to a temporary folder renamed into place, so
     a crash or a second process never leaves a half-extracted cache entry. When the archive holds a
     single top-level folder, the root is that folder.
@@ -154,6 +155,14 @@ def _safe_members(zf: zipfile.ZipFile, path: Path, max_bytes: int) -> list[_Memb
         if total > max_bytes:
             _too_large(path, max_bytes)
         members.append((info, PurePosixPath(*clean)))
+    files = {rel: info.filename for info, rel in members if not info.is_dir()}
+    for info, rel in members:
+        clash = next((p for p in rel.parents if p in files), rel if info.is_dir() and rel in files else None)
+        if clash is not None:
+            raise TansError(
+                f"Refusing zip {str(path)!r}: entry {info.filename!r} needs {files[clash]!r} to be a folder, but "
+                "the archive also holds it as a file; re-create the archive from the dataset folder."
+            )
     return members
 
 
