@@ -42,6 +42,7 @@ from tans.searcher.artifact import load_artifact, save_artifact
 from tans.searcher.combiner import ProbeCombiner, fusion_features, lift
 from tans.searcher.encoders import SearcherNet, model_inputs
 from tans.searcher.experience import transfer_table
+from tans.searcher.halving import check_budget, successive_halving
 from tans.searcher.features import (
     DEFAULT_EXTRACTOR,
     make_extractor,
@@ -80,6 +81,7 @@ class SearchRow:
     stage1_acc: float  # stage 1's expected accuracy (equal to predicted_acc when not probed)
     logme: float | None  # probe scores; None unless stage 2 probed this model
     ncm: float | None
+    finetune_val_acc: float | None  # validation accuracy of its last stage-3 fine-tune; None if stage 3 did not run it
     source_val_acc: float  # its validation accuracy on the source task
     params: int
     flops: int
@@ -98,7 +100,8 @@ class SearchResult:
     zoo_size: int
     shortlist: int
     probed: int  # models stage 2 ran (0: stage 1 only)
-    seconds: dict[str, float] = field(default_factory=dict)  # encode, retrieve, rerank, probe, total
+    finetunes: int = 0  # short fine-tunes stage 3 ran (0: no --finetune-budget)
+    seconds: dict[str, float] = field(default_factory=dict)  # encode, retrieve, rerank, probe, finetune, total
 
     @property
     def ids(self) -> list[str]:
@@ -580,6 +583,7 @@ class Searcher:
         shortlist: int | None = None,
         fast: bool = False,
         probe_k: int | None = None,
+        finetune_budget: float | None = None,
     ) -> SearchResult:
         """The zoo models that should do best on ``dataset`` after fine-tuning, within the budget.
 
@@ -602,6 +606,10 @@ class Searcher:
             Stage 1 only: no forward pass of any candidate.
         probe_k : int, optional
             Stage-1 candidates stage 2 probes (default: the searcher's ``probe_k``).
+        finetune_budget : float, optional
+            Seconds for stage 3: successive halving with short fine-tunes over the first
+            ``probe_k`` candidates, picked by validation accuracy
+            (:func:`tans.searcher.halving.successive_halving`); its time counts in the search's.
 
         Returns
         -------
@@ -618,6 +626,8 @@ class Searcher:
         self._check_fitted()
         for name, value in (("top_k", top_k), ("shortlist", shortlist), ("probe_k", probe_k)):
             _check_positive(name, value)
+        if finetune_budget is not None:
+            check_budget(finetune_budget)
         budget = {"max_params": max_params, "max_flops": max_flops, "max_latency_ms": max_latency_ms}
         if constraints is not None and any(v is not None for v in budget.values()):
             raise TansError("Give the budget either as constraints=Constraints(...) or as max_* keywords, not both.")
@@ -663,6 +673,17 @@ class Searcher:
             order = np.concatenate([top[np.lexsort((-stage1[top], -fused))], order[k:]])
             seconds["probe"] = time.perf_counter() - tic
 
+        tuned: dict[int, float] = {}
+        trials = []
+        if finetune_budget is not None:
+            tic = time.perf_counter()
+            head = order[: min(probe_k or self.probe_k or top_k, len(order))]
+            at = {cache.entries[pos[j]].id: int(j) for j in head}
+            ids, trials = successive_halving(dataset, list(at), zoo=zoo, budget_seconds=finetune_budget, seed=self.seed)
+            order = np.concatenate([[at[i] for i in ids], order[len(head):]]).astype(np.int64)
+            tuned = {at[t.id]: t.val_acc for t in trials}  # the last rung's, as trials are in order
+            seconds["finetune"] = time.perf_counter() - tic
+
         probed_at = {int(j): i for i, j in enumerate(top)}
         rows = []
         for rank, j in enumerate(order[:top_k]):
@@ -679,6 +700,7 @@ class Searcher:
                     stage1_acc=float(stage1[j]),
                     logme=None if at is None or "logme" not in probes else float(probes["logme"][at]),
                     ncm=None if at is None or "ncm" not in probes else float(probes["ncm"][at]),
+                    finetune_val_acc=tuned.get(int(j)),
                     source_val_acc=entry.val_acc,
                     params=entry.params,
                     flops=entry.flops,
@@ -695,6 +717,7 @@ class Searcher:
             zoo_size=len(cache.entries),
             shortlist=len(pos),
             probed=k,
+            finetunes=len(trials),
             seconds=seconds,
         )
 
