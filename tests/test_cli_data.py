@@ -44,6 +44,19 @@ def test_inspect_reports_unreadable_files(capsys, tmp_path):
     assert code == 0 and "problem" in out
 
 
+@pytest.mark.parametrize("classes", [{}, {"a": 3}, {"a": 0, "b": 0}, {"a": 3, "b": 1}],
+                         ids=["empty", "one class", "no images", "too small to split"])
+def test_inspect_exits_2_on_a_dataset_that_finetune_refuses(capsys, tmp_path, classes):
+    for c, n in classes.items():
+        (tmp_path / c).mkdir()
+        for i in range(n):
+            Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(tmp_path / c / f"{i}.png")
+    code, out, _ = run(capsys, "data", "inspect", str(tmp_path))
+    assert code == 2 and "error" in out and "search and finetune refuse this dataset" in out
+    code, out, _ = run(capsys, "data", "inspect", str(tmp_path), "--json")
+    assert code == 2 and json.loads(out)["usable"] is False
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -62,6 +62,30 @@ def test_single_class_and_empty_folder_are_reported(image_folder, tmp_path):
     assert problems(report) == {"no class folders": 1} and report["classes"] == []
 
 
+@pytest.mark.parametrize(
+    "classes, kind",
+    [
+        ({}, "no class folders"),
+        ({"cat": 4}, "single class"),
+        ({"cat": 4, "dog": 0}, "empty class folder"),
+        ({"cat": 4, "dog": 2}, "too few images"),
+    ],
+)
+def test_problems_that_search_and_finetune_refuse_are_marked(image_folder, tmp_path, classes, kind):
+    root = image_folder(classes)
+    for name in classes:
+        (root / name).mkdir(exist_ok=True)
+    report = inspect_path(root)
+    assert [p["kind"] for p in report["problems"] if p["refused"]] == [kind] and not report["usable"]
+
+
+def test_warnings_leave_a_dataset_usable(image_folder):
+    root = image_folder({"cat": 30, "dog": 3})
+    (root / "dog" / "zero.png").write_bytes(b"")
+    report = inspect_path(root)
+    assert set(problems(report)) == {"zero-byte", "class imbalance"} and report["usable"] and not report["ok"]
+
+
 def test_duplicates_across_splits(tmp_path, image_folder):
     root = tmp_path / "split"
     image_folder({"cat": 2, "dog": 2}, root=root / "train")
@@ -79,13 +103,13 @@ def test_nonexistent_path_raises_one_line(tmp_path):
 
 
 def test_zip(tmp_path, tans_home, image_folder):
-    root = image_folder({"cat": 2, "dog": 2})
+    root = image_folder({"cat": 3, "dog": 3})
     archive = tmp_path / "d.zip"
     with zipfile.ZipFile(archive, "w") as zf:
         for path in root.rglob("*.png"):
             zf.write(path, f"d/{path.relative_to(root)}")
     report = inspect_path(archive)
-    assert report["format"] == "zip" and report["counts"] == {"cat": 2, "dog": 2} and report["ok"]
+    assert report["format"] == "zip" and report["counts"] == {"cat": 3, "dog": 3} and report["ok"]
 
 
 def test_npz_and_written_dataset(tmp_path):
@@ -97,7 +121,8 @@ def test_npz_and_written_dataset(tmp_path):
     report = inspect_path(tmp_path / "a.npz")
     assert report["format"] == "npz" and report["counts"] == {"0": 11, "1": 1}
     assert report["sizes"] == {"4x4": 12} and report["modes"] == {"L": 12}
-    assert problems(report) == {"duplicate images": 1, "duplicates across classes": 1, "class imbalance": 1}
+    assert problems(report) == {"too few images": 1, "duplicate images": 1, "duplicates across classes": 1,
+                                "class imbalance": 1}
 
     ds = Dataset(images=x[:10, ..., None], labels=np.arange(10) % 2, class_names=("a", "b"))
     out = write_dataset(ds, tmp_path / "written", format="npz")
@@ -116,6 +141,6 @@ def test_idx(tmp_path, idx):
 
 
 def test_too_large_image_is_a_problem(image_folder, tmp_path):
-    root = image_folder({"cat": 2, "dog": 2})
+    root = image_folder({"cat": 3, "dog": 3})
     Image.new("L", (30, 30)).save(root / "dog" / "large.png")
     assert problems(inspect_path(root, max_pixels=500)) == {"too large": 1}

@@ -79,13 +79,22 @@ def inspect_cmd(
     path: Annotated[Path, typer.Argument(help="ImageFolder directory, .zip, .npz or MNIST IDX file.")],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Report classes, counts per class, image sizes and modes, and problems found."""
+    """Report classes, counts per class, image sizes and modes, and problems found.
+
+    Exits 2 when search and finetune would refuse the dataset, 0 when it has at most warnings.
+    """
     from tans.data.inspect import inspect_path
 
     report = inspect_path(path)
     if as_json:
         print_json(report)
-        return
+    else:
+        _print_report(report)
+    if not report["usable"]:
+        raise typer.Exit(2)
+
+
+def _print_report(report: dict) -> None:
     console.print(f"[bold]{report['path']}[/] ({report['format']}): {len(report['classes'])} classes, "
                   f"{report['images']} images")
     print_table([{"class": c, "images": n} for c, n in report["counts"].items()], ["class", "images"])
@@ -94,4 +103,7 @@ def inspect_cmd(
     if not report["problems"]:
         console.print("[green]no problems found[/]")
     for p in report["problems"]:
-        console.print(f"[yellow]problem[/] {p['kind']} ({p['count']}): {p['detail']}")
+        label = "[red]error[/]" if p["refused"] else "[yellow]problem[/]"
+        console.print(f"{label} {p['kind']} ({p['count']}): {p['detail']}")
+    if not report["usable"]:
+        console.print("search and finetune refuse this dataset until the errors above are fixed.")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tans.data.dataset import split_problem, stratified_split
 from tans.data.images import UnreadableImageError, image_to_array, open_image
 from tans.data.loaders import (
     NPZ_FILE,
@@ -26,6 +27,7 @@ from tans.data.loaders import (
     require_path,
     scan_imagefolder,
 )
+from tans.data.loaders.folder import folder_splits
 
 __all__ = ["IMBALANCE_RATIO", "Problem", "inspect_path"]
 
@@ -42,6 +44,7 @@ class Problem:
     count: int
     detail: str  # one line for people
     examples: list[str] = field(default_factory=list)  # paths relative to the dataset root, or classes
+    refused: bool = False  # search and finetune refuse the dataset (the rest are warnings)
 
 
 def inspect_path(
@@ -65,7 +68,9 @@ def inspect_path(
         ``counts`` (readable images per class), ``images``, ``files`` (candidate files, folders
         only), ``split_counts`` (when the split is fixed), ``sizes`` (``{"WxH": n}``), ``modes``
         (``{"RGB": n}``, the Pillow mode before conversion), ``problems`` (a list of
-        ``{kind, count, detail, examples}``) and ``ok`` (no problems).
+        ``{kind, count, detail, examples, refused}``), ``ok`` (no problems) and ``usable`` (no
+        problem for which search and finetune refuse the dataset: an empty or single class, a
+        class too small for the train/val/test split, a symbolic link loop).
 
     Raises
     ------
@@ -92,6 +97,7 @@ def inspect_path(
         **report,
         "problems": [asdict(p) for p in problems],
         "ok": not problems,
+        "usable": not any(p.refused for p in problems),
     }
 
 
@@ -106,6 +112,9 @@ def _inspect_folder(root: Path, max_pixels: int | None) -> dict:
     unreadable: dict[str, list[str]] = defaultdict(list)
     seen: dict[str, list[tuple[str, str | None, str]]] = defaultdict(list)  # digest -> (class, split, file)
     empty_folders: list[str] = []
+    label_of = {c: i for i, c in enumerate(classes)}
+    labels: list[int] = []  # class index and split of each readable image
+    split_of: list[str | None] = []
 
     for folder in scan.folders:
         readable = 0
@@ -125,6 +134,8 @@ def _inspect_folder(root: Path, max_pixels: int | None) -> dict:
             sizes[f"{w}x{h}"] += 1
             modes[mode] += 1
             counts[folder.name] += 1
+            labels.append(label_of[folder.name])
+            split_of.append(folder.split)
             if folder.split:
                 split_counts[folder.split][folder.name] += 1
             seen[_digest(pixels)].append((folder.name, folder.split, rel))
@@ -142,6 +153,7 @@ def _inspect_folder(root: Path, max_pixels: int | None) -> dict:
                 len(empty_folders),
                 f"{len(empty_folders)} class folder{_s(empty_folders)} without readable images",
                 empty_folders[:_MAX_SHOWN],
+                refused=True,
             )
         )
     if scan.loops:
@@ -152,14 +164,19 @@ def _inspect_folder(root: Path, max_pixels: int | None) -> dict:
                 len(loops),
                 f"{len(loops)} symbolic link{_s(loops)} back to a parent folder",
                 loops[:_MAX_SHOWN],
+                refused=True,
             )
         )
     if not classes:
         stray = len(scan.stray_files)
         detail = f"{stray} files but no class sub-folders" if stray else "the folder is empty"
-        problems.append(Problem("no class folders", 1, detail + "; expected root/<class>/<image>"))
+        problems.append(Problem("no class folders", 1, detail + "; expected root/<class>/<image>", refused=True))
     elif len(classes) == 1:
-        problems.append(Problem("single class", 1, f"only class {classes[0]!r}; need at least 2", classes))
+        problems.append(Problem("single class", 1, f"only class {classes[0]!r}; need at least 2", classes, True))
+    if not any(p.refused for p in problems):
+        y = np.array(labels, dtype=np.int64)
+        splits = folder_splits(split_of, y, scan) if scan.layout == "splits" else stratified_split(y)
+        problems += _split_problem(y, splits, classes)
     problems += _duplicates(list(seen.values()))
 
     report = {
@@ -182,11 +199,13 @@ def _inspect_arrays(images: np.ndarray, labels: np.ndarray, names: list[str], sp
     counts = np.bincount(labels, minlength=len(names))
     problems: list[Problem] = []
     if len(names) < 2:
-        problems.append(Problem("single class", 1, f"only {len(names)} class; need at least 2", list(names)))
+        problems.append(Problem("single class", 1, f"only {len(names)} class; need at least 2", list(names), True))
     empty = [names[i] for i in np.flatnonzero(counts == 0)]
     if empty:
         detail = f"{len(empty)} class{'es' if len(empty) > 1 else ''} without images"
-        problems.append(Problem("empty class", len(empty), detail, empty[:_MAX_SHOWN]))
+        problems.append(Problem("empty class", len(empty), detail, empty[:_MAX_SHOWN], True))
+    if not problems:
+        problems += _split_problem(labels, splits if splits is not None else stratified_split(labels), names)
     split_of = np.full(n, None, dtype=object)
     if splits is not None:
         for s, idx in splits.items():
@@ -210,6 +229,12 @@ def _inspect_arrays(images: np.ndarray, labels: np.ndarray, names: list[str], sp
             for s, idx in splits.items()
         }
     return report
+
+
+def _split_problem(labels: np.ndarray, splits: dict, names: list[str]) -> list[Problem]:
+    """The problem :meth:`~tans.data.Dataset.check_splits` refuses training for, if any."""
+    detail = split_problem(labels, splits, names)
+    return [Problem("too few images", 1, detail, [], True)] if detail else []
 
 
 def _duplicates(groups: list[list[tuple[str, str | None, str]]]) -> list[Problem]:

@@ -253,7 +253,7 @@ def load_imagefolder(
     if order is not None:
         images, labels_arr = images[order], labels_arr[order]
         split_of = [split_of[i] for i in order]
-    split_indices = _folder_splits(split_of, labels_arr, scan) if scan.layout == "splits" else None
+    split_indices = folder_splits(split_of, labels_arr, scan) if scan.layout == "splits" else None
     if skipped:
         _warn_skipped(root, skipped, example)
     return Dataset(
@@ -322,7 +322,7 @@ def _restore_order(stems: list[str], meta: dict | None) -> np.ndarray | None:
     return np.argsort(index)
 
 
-def _folder_splits(split_of: list[str | None], labels: np.ndarray, scan: FolderScan) -> dict[str, np.ndarray]:
+def folder_splits(split_of: list[str | None], labels: np.ndarray, scan: FolderScan) -> dict[str, np.ndarray]:
     """Split indices from the split folders; a missing val/ or test/ is carved from train/."""
     where = np.array(split_of)
     parts = {s: np.flatnonzero(where == s).astype(np.int64) for s in SPLITS}
