@@ -85,11 +85,22 @@ def test_units_are_deterministic():
     assert not {u.id for u in a} & {u.id for u in other}
 
 
-def test_process_pool_builds_the_same_units(tmp_path):
+def _checksums(path):
+    return {e.id: e.sha256 for e in Zoo.open(path).entries()}
+
+
+def test_process_pool_builds_the_same_units_byte_for_byte(tiny_zoo, tmp_path):
     config = tiny_config(tasks=("digits-0-4",), archs_per_task=2)
     report = build_zoo(tmp_path / "zoo", config, workers=2)
     assert report.workers == 2 and report.executor == "process pool"
     assert sorted(report.built) == sorted(u.id for u in plan_units(config))
+    built = _checksums(tmp_path / "zoo")
+    assert built == {i: sha for i, sha in _checksums(tiny_zoo).items() if i in built}  # same weights, same file
+
+
+def test_the_same_zoo_built_twice_has_the_same_checksums(tiny_zoo, tmp_path):
+    build_zoo(tmp_path / "again", tiny_config(), workers=1)
+    assert _checksums(tmp_path / "again") == _checksums(tiny_zoo)  # before: the header's metadata order varied
 
 
 def test_failed_unit_is_reported_and_the_rest_is_built(tmp_path, monkeypatch):

@@ -209,12 +209,11 @@ def save_finetuned(result: FinetuneResult, out_dir: str | os.PathLike[str]) -> d
         When the result holds no model, or ``out_dir`` is a file or holds files other than
         :data:`OUTPUT_NAMES`.
     """
-    from safetensors.torch import save
+    from tans.zoo.store import serialize_safetensors
 
     if result.model is None:
         raise TansError("this FinetuneResult holds no model (it was loaded from JSON?); fine-tune again to save one.")
-    state = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
-    data = save(state, metadata={"format": FORMAT, "arch": result.arch})
+    data = serialize_safetensors(result.model.state_dict(), {"format": FORMAT, "arch": result.arch})
     meta = FinetunedMeta(
         arch=result.arch,
         class_names=tuple(result.class_names),

@@ -22,11 +22,12 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from tans._atomic import new_folder
 from tans._errors import TansError
 from tans._json import dumps
+from tans.zoo.store import serialize_safetensors
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "CONFIG_NAME", "WEIGHTS_NAME", "save_artifact", "load_artifact", "is_artifact"]
 
@@ -65,10 +66,10 @@ def save_artifact(path: str | os.PathLike[str], config: dict[str, Any], tensors:
     TansError
         If ``path`` is a file, or a folder holding other files than an artifact's.
     """
-    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    data = serialize_safetensors(tensors, {"format": FORMAT})
     with new_folder(path, replaces=(CONFIG_NAME, WEIGHTS_NAME)) as tmp:
-        save_file(tensors, tmp / WEIGHTS_NAME, metadata={"format": FORMAT})
-        digest = hashlib.sha256((tmp / WEIGHTS_NAME).read_bytes()).hexdigest()
+        (tmp / WEIGHTS_NAME).write_bytes(data)
+        digest = hashlib.sha256(data).hexdigest()
         full = {"format": FORMAT, "format_version": FORMAT_VERSION, "weights_sha256": digest, **config}
         (tmp / CONFIG_NAME).write_text(dumps(full, indent=2, digits=None) + "\n", encoding="utf-8")
     return Path(path).expanduser()

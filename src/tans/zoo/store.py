@@ -266,8 +266,13 @@ def check_safetensors(data: bytes) -> dict[str, str]:
     return {str(k): str(v) for k, v in meta.items()}
 
 
-def _serialize(state_dict: Mapping[str, Any], metadata: dict[str, str]) -> bytes:
-    """State dict -> safetensors bytes. numpy-only dicts skip importing torch."""
+def serialize_safetensors(state_dict: Mapping[str, Any], metadata: dict[str, str]) -> bytes:
+    """State dict -> safetensors bytes, canonically: equal tensors and metadata give equal bytes.
+
+    safetensors orders the data by dtype and name, but writes the metadata in an order that
+    changes from process to process; the header is rewritten with sorted keys and no spaces, so
+    a checksum identifies the weights. numpy-only dicts skip importing torch.
+    """
     if not isinstance(state_dict, Mapping) or not state_dict:
         raise TansError(
             f"expected a non-empty state dict (name -> tensor), got {type(state_dict).__name__}"
@@ -280,7 +285,8 @@ def _serialize(state_dict: Mapping[str, Any], metadata: dict[str, str]) -> bytes
         from safetensors.numpy import save as save_numpy
 
         # np.require, not ascontiguousarray: the latter turns 0-d tensors (BatchNorm counters) into 1-d.
-        return save_numpy({k: np.require(v, requirements="C") for k, v in state_dict.items()}, metadata=metadata)
+        arrays = {k: np.require(v, requirements="C") for k, v in state_dict.items()}
+        return _canonical_header(save_numpy(arrays, metadata=metadata))
 
     import torch
     from safetensors.torch import save as save_torch
@@ -296,7 +302,15 @@ def _serialize(state_dict: Mapping[str, Any], metadata: dict[str, str]) -> bytes
             )
         # clone: safetensors refuses tensors that share storage (tied weights)
         tensors[k] = v.detach().to("cpu").contiguous().clone()
-    return save_torch(tensors, metadata=metadata)
+    return _canonical_header(save_torch(tensors, metadata=metadata))
+
+
+def _canonical_header(data: bytes) -> bytes:
+    """The same safetensors file with its JSON header in sorted-key, spaceless form (padded to 8 bytes)."""
+    (size,) = struct.unpack("<Q", data[:8])
+    header = json.dumps(json.loads(data[8 : 8 + size]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # the data stays 8-byte aligned, as safetensors writes it
+    return struct.pack("<Q", len(header)) + header + data[8 + size :]
 
 
 @contextmanager
@@ -570,7 +584,7 @@ class Zoo:
         existing = self._get_row(entry.id)
         if existing is not None:  # cheap path for a resumed build: skip serialising
             return self._check_same_unit(existing, entry)
-        data = _serialize(state_dict, {"tans_id": entry.id, "arch": entry.arch, "format": "pt"})
+        data = serialize_safetensors(state_dict, {"tans_id": entry.id, "arch": entry.arch, "format": "pt"})
         return self._add_serialized(entry, data)
 
     def _add_serialized(self, entry: ZooEntry, data: bytes) -> ZooEntry:
