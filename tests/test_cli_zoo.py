@@ -44,3 +44,79 @@ def test_export_onnx_unknown_id_is_one_line(records_zoo, tmp_path, capsys):
                        "--zoo", records_zoo)
     assert code == 2 and f"Did you mean '{some_id}'" in err and err.count("\n") == 1
     assert not (tmp_path / "x.onnx").exists()
+
+
+@pytest.fixture
+def screen(monkeypatch):
+    """The command line's console as a 100-column terminal."""
+    from tans.cli import _output
+
+    monkeypatch.setattr(_output.console, "width", 100)
+
+
+def _table_lines(out: str, ids) -> list[str]:
+    rows = [line for line in out.splitlines() if any(i in line for i in ids) and not line.startswith("next:")]
+    assert len(rows) == len(ids), out  # one line per row, every id whole
+    assert all(len(row) <= 100 for row in rows), out
+    return rows
+
+
+def test_zoo_list_fits_100_columns_and_sorts(records_zoo, screen, capsys, monkeypatch):
+    from tans.cli import _output
+    from tans.cli._output import human_count
+    from tans.space.arch import short_name
+
+    entries = Zoo.open(records_zoo).entries()
+    code, out, _ = run(capsys, "zoo", "list", "--zoo", records_zoo, "--sort", "params")
+    assert code == 0
+    rows = _table_lines(out, [e.id for e in entries])
+    by_params = sorted(entries, key=lambda e: e.params)
+    assert [row.split()[0] for row in rows] == [e.id for e in by_params]
+    for row, entry in zip(rows, by_params, strict=True):
+        assert short_name(entry.arch) in row and entry.arch not in row
+        assert f" {human_count(entry.params)} " in row and f"{entry.val_acc:.1%}" in row
+
+    code, out, _ = run(capsys, "zoo", "list", "--zoo", records_zoo, "--sort", "val_acc", "--json")
+    listed = json.loads(out)
+    assert [r["val_acc"] for r in listed] == sorted((e.val_acc for e in entries), reverse=True)
+    assert {r["arch"] for r in listed} == {e.arch for e in entries}  # full names in JSON
+
+    monkeypatch.setattr(_output.console, "width", 200)  # --wide rows wrap on narrow screens
+    code, out, _ = run(capsys, "zoo", "list", "--zoo", records_zoo, "--wide")
+    assert code == 0 and all(e.arch in out for e in entries) and "flagged" in out
+
+
+def test_zoo_list_unknown_sort_key_is_one_line(records_zoo, capsys):
+    code, out, err = run(capsys, "zoo", "list", "--zoo", records_zoo, "--sort", "parms")
+    assert code == 2 and out == "" and "Unknown --sort 'parms'" in err and "Did you mean 'params'" in err
+    assert err.count("\n") == 1
+
+
+def test_search_table_fits_100_columns(records_zoo, fitted_searcher, screen, capsys, tmp_path, monkeypatch):
+    from tans.cli import _output
+
+    searcher = fitted_searcher.save(tmp_path / "searcher")
+    args = ("search", "digits-5-9", "--zoo", records_zoo, "--searcher", searcher, "--top-k", 4)
+    code, out, err = run(capsys, *args, "--json")
+    assert code == 0, err
+    found = json.loads(out)["rows"]
+    code, out, err = run(capsys, *args)
+    assert code == 0, err
+    rows = _table_lines(out, [r["id"] for r in found])
+    assert all(f"{r['predicted_acc']:.1%}" in row for r, row in zip(found, rows, strict=True))
+    assert "logme" in out and f"next: tans finetune digits-5-9 --model {found[0]['id']}" in out
+    monkeypatch.setattr(_output.console, "width", 250)  # --wide rows wrap on narrow screens
+    code, out, _ = run(capsys, *args, "--wide")
+    assert code == 0 and found[0]["arch"] in out and "stage1_acc" in out
+
+
+def test_version_and_completion(capsys, monkeypatch):
+    from importlib.metadata import version
+
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out == f"tans {version('tans')}\n"
+    monkeypatch.setenv("_TANS_COMPLETE", "complete_bash")
+    monkeypatch.setenv("COMP_WORDS", "tans zo")
+    monkeypatch.setenv("COMP_CWORD", "1")
+    code, out, _ = run(capsys)
+    assert code == 0 and out.split() == ["zoo"]

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from typing import Annotated
 
 import typer
 
+from tans import __version__
 from tans._errors import TansError, TansWarning
 from tans.cli import bench as bench_cmd
 from tans.cli import data as data_cmd
@@ -22,9 +24,22 @@ app = typer.Typer(
     name="tans",
     help="Task-adaptive neural network search: find the best pretrained network for a new dataset.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"tans {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool | None, typer.Option("--version", callback=_print_version, is_eager=True,
+                                                 help="Print the version and exit.")] = None,
+) -> None:
+    pass
 app.add_typer(data_cmd.app, name="data")
 app.command("demo")(demo_cmd.demo)
 app.command("meta-train")(meta_train_cmd.meta_train)
@@ -50,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except SystemExit as exc:  # --help, usage errors: typer has already printed
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except Exception as exc:  # noqa: BLE001 - last line of defence: no traceback for users
+    except Exception as exc:  # last line of defence: no traceback for users
         if os.environ.get("TANS_DEBUG"):
             raise
         print(f"error: internal error: {type(exc).__name__}: {exc} (set TANS_DEBUG=1 for a traceback)",

@@ -7,9 +7,12 @@ from typing import Annotated
 
 import typer
 
-from tans.cli._output import console, print_json, print_table
+from tans.cli._output import console, print_json, print_table, screen_row
 
-COLUMNS = ["rank", "id", "arch", "task", "predicted_acc", "stage1_acc", "logme", "ncm", "params", "flops", "latency_ms"]
+COLUMNS = ["rank", "id", "arch", "task", "predicted_acc", "stage1_acc", "logme", "ncm", "params", "flops", "latency_ms"]  # --wide
+SCREEN_COLUMNS = ["rank", "id", "arch", "task", "predicted_acc", "logme", "ncm", "params", "latency_ms"]
+SCREEN_HEADERS = {"rank": "#", "predicted_acc": "pred_acc", "latency_ms": "ms"}
+PROBE_COLUMNS = ("stage1_acc", "logme", "ncm")  # shown only when stage 2 ran
 
 
 def search(
@@ -23,6 +26,7 @@ def search(
     shortlist: Annotated[int | None, typer.Option(help="Candidates ranked by stage 1 (default max(4 * top-k, 64)).")] = None,
     fast: Annotated[bool, typer.Option("--fast", help="Stage 1 only: no forward pass of any candidate.")] = False,
     probe_k: Annotated[int | None, typer.Option(help="Stage-1 candidates stage 2 probes (default: the searcher's, 8).")] = None,
+    wide: Annotated[bool, typer.Option("--wide", help="Full architecture names and every column (rows may wrap).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Rank the zoo models within the budget by their expected accuracy on DATASET after fine-tuning.
@@ -38,8 +42,13 @@ def search(
     if as_json:
         print_json(result.to_dict())
         return
-    columns = [c for c in COLUMNS if result.probed or c not in ("stage1_acc", "logme", "ncm")]
-    print_table([vars(r) for r in result.rows], columns, title=f"Best zoo models for {result.dataset}")
+    columns = [c for c in (COLUMNS if wide else SCREEN_COLUMNS) if result.probed or c not in PROBE_COLUMNS]
+    rows = [screen_row(vars(r), wide=wide) for r in result.rows]
+    title = f"Best zoo models for {result.dataset}"
+    if wide:
+        print_table(rows, columns, title=title)
+    else:
+        print_table(rows, columns, title=title, headers=SCREEN_HEADERS, fit=("arch", "task"))
     console.print(
         f"{result.candidates} of {result.zoo_size} models within budget ({result.constraints}); "
         f"{result.shortlist} ranked by stage 1 from {result.query_images} query images"
@@ -47,4 +56,6 @@ def search(
         + f"; search took {result.seconds['total'] * 1000:.0f} ms. predicted_acc: expected test accuracy after "
         "the records' fine-tuning recipe."
     )
-    console.print(f"next: tans finetune {dataset} --model {result.best.id}" + (f" --zoo {zoo}" if zoo else ""))
+    # one line whatever the width (the terminal wraps it), so it copies as one command
+    console.print(f"next: tans finetune {dataset} --model {result.best.id}" + (f" --zoo {zoo}" if zoo else ""),
+                  soft_wrap=True)

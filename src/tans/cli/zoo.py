@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from tans._errors import TansError, TansWarning
-from tans.cli._output import console, print_json, print_table
+from tans.cli._output import console, print_json, print_table, screen_row
 from tans.cli._progress import progress_bar
 from tans.paths import default_zoo_dir
 
@@ -19,7 +19,12 @@ app = typer.Typer(help="Build and manage model zoos.", no_args_is_help=True)
 ZooOption = Annotated[Path | None, typer.Option("--zoo", help="Zoo directory (default: ~/.cache/tans/zoo).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
-LIST_COLUMNS = ["id", "arch", "task", "val_acc", "chance_acc", "params", "flops", "latency_ms", "flagged"]
+LIST_COLUMNS = ["id", "arch", "task", "val_acc", "chance_acc", "params", "flops", "latency_ms", "flagged"]  # --wide
+SCREEN_COLUMNS = ["id", "arch", "task", "val_acc", "chance_acc", "params", "flops", "latency_ms"]
+SCREEN_HEADERS = {"val_acc": "val", "chance_acc": "chance", "latency_ms": "ms"}
+# --sort keys; True: descending (best or newest first)
+SORT_KEYS = {"id": False, "arch": False, "task": False, "val_acc": True, "test_acc": True, "params": False,
+             "flops": False, "latency_ms": False, "created": True}
 TRANSFER_COLUMNS = ["target", "family", "epochs", "test_acc", "seconds", "origin"]
 
 
@@ -155,18 +160,30 @@ def list_cmd(
     max_params: Annotated[int | None, typer.Option(help="At most this many parameters.")] = None,
     max_flops: Annotated[int | None, typer.Option(help="At most this many FLOPs.")] = None,
     max_latency_ms: Annotated[float | None, typer.Option(help="At most this CPU latency (ms, batch 1).")] = None,
+    sort: Annotated[str | None, typer.Option(help=f"Order by one of {', '.join(SORT_KEYS)} (accuracies and created: highest first).")] = None,
+    wide: Annotated[bool, typer.Option("--wide", help="Full architecture names and every column (rows may wrap).")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """List the zoo's entries (every field with --json), and count their transfer records."""
+    from tans._errors import did_you_mean
+
+    if sort is not None and sort not in SORT_KEYS:
+        raise TansError(f"Unknown --sort '{sort}'; expected one of {', '.join(SORT_KEYS)}.{did_you_mean(sort, SORT_KEYS)}")
     store = open_zoo(zoo)
     entries = store.entries(
         task=task, family=family, max_params=max_params, max_flops=max_flops, max_latency_ms=max_latency_ms
     )
+    if sort is not None:
+        entries = sorted(entries, key=lambda e: getattr(e, sort), reverse=SORT_KEYS[sort])
     rows = [_row(e) for e in entries]
     if as_json:
         print_json(rows)
         return
-    print_table(rows, LIST_COLUMNS)
+    shown = [screen_row(r, wide=wide) for r in rows]
+    if wide:
+        print_table(shown, LIST_COLUMNS)
+    else:
+        print_table(shown, SCREEN_COLUMNS, headers=SCREEN_HEADERS, fit=("arch", "task"))
     console.print(f"{len(rows)} entries")
     listed = {e.id for e in entries}
     records = [r for r in store.transfers() if r.model_id in listed]

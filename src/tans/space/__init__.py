@@ -1,33 +1,32 @@
-"""The search space: architectures, their names, builders, samplers, costs and embeddings."""
+"""The search space: architectures, their names, builders, samplers, costs and embeddings.
 
-from tans.space.arch import Arch, encoding_size, parse_arch
-from tans.space.functional import EMBEDDING_SIZE, functional_embedding, probe_images
-from tans.space.measure import Cost, count_flops, count_parameters, measure, measure_latency
-from tans.space.mobilenet import NUM_FEATURES, MobileNetSpace, count_params
-from tans.space.registry import create_model, is_model, list_models, register_model, resolve_arch
-from tans.space.sampling import param_range, sample_stratified, sample_uniform
+Names load on first use (module ``__getattr__``): ``tans.space.arch`` (names and their parsing)
+needs only NumPy, so listing a zoo does not import torch.
+"""
 
-__all__ = [
-    "Arch",
-    "parse_arch",
-    "encoding_size",
-    "MobileNetSpace",
-    "NUM_FEATURES",
-    "count_params",
-    "register_model",
-    "list_models",
-    "create_model",
-    "is_model",
-    "resolve_arch",
-    "sample_uniform",
-    "sample_stratified",
-    "param_range",
-    "Cost",
-    "measure",
-    "count_parameters",
-    "count_flops",
-    "measure_latency",
-    "functional_embedding",
-    "probe_images",
-    "EMBEDDING_SIZE",
-]
+from importlib import import_module
+
+# public name -> module that defines it
+_LAZY = {
+    **dict.fromkeys(["Arch", "parse_arch", "encoding_size", "short_name"], "tans.space.arch"),
+    **dict.fromkeys(["MobileNetSpace", "NUM_FEATURES", "count_params"], "tans.space.mobilenet"),
+    **dict.fromkeys(["register_model", "list_models", "create_model", "is_model", "resolve_arch"],
+                    "tans.space.registry"),
+    **dict.fromkeys(["sample_uniform", "sample_stratified", "param_range"], "tans.space.sampling"),
+    **dict.fromkeys(["Cost", "measure", "count_parameters", "count_flops", "measure_latency"], "tans.space.measure"),
+    **dict.fromkeys(["functional_embedding", "probe_images", "EMBEDDING_SIZE"], "tans.space.functional"),
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'tans.space' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -24,16 +24,17 @@ import numpy as np
 from tans._errors import TansError, did_you_mean
 
 __all__ = [
-    "Arch",
-    "KERNELS",
-    "EXPANSIONS",
     "DEPTHS",
-    "WIDTHS",
-    "NUM_STAGES",
+    "EXPANSIONS",
+    "KERNELS",
     "MAX_DEPTH",
+    "NUM_STAGES",
     "PREFIX",
-    "parse_arch",
+    "WIDTHS",
+    "Arch",
     "encoding_size",
+    "parse_arch",
+    "short_name",
 ]
 
 # the choices of the space
@@ -112,6 +113,11 @@ class Arch:
         k = "-".join("".join(str(x) for x in stage) for stage in self.kernels)
         e = "-".join("".join(str(x) for x in stage) for stage in self.expansions)
         return f"{PREFIX}_w{_WIDTH_TEXT[self.width]}_d{d}_k{k}_e{e}"
+
+    @property
+    def short_name(self) -> str:
+        """The width and depths only (``mbv3_w0.75_d2-3-4-2-3``): a prefix of :attr:`name` for tables."""
+        return self.name.split("_k", 1)[0]
 
     def __str__(self) -> str:
         return self.name
@@ -230,3 +236,12 @@ def parse_arch(name: str) -> Arch:
                 f"{len(es)} expansion digits; give one of each per block."
             )
     return Arch(width=widths[w_text], kernels=kernels, expansions=expansions)
+
+
+def short_name(name: str) -> str:
+    """A label for tables: :attr:`Arch.short_name` of a canonical name; any other name (a registered
+    preset, ``timm/<name>``) as it is."""
+    try:
+        return parse_arch(name).short_name
+    except TansError:
+        return name
