@@ -36,7 +36,6 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.stats import weightedtau
 
 from tans._errors import TansError
 from tans.data.sampling import balanced_indices
@@ -263,6 +262,9 @@ def query_batch(pools: Sequence[MetaPool], per_class: int, rng: np.random.Genera
 
 def ranking_metrics(accuracy: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
     """Weighted tau (true-order convention), top-1 regret in points and MAE of one target's candidates."""
+    # imported here, not at the top: a search never ranks records, and SciPy takes ~2 s to import
+    from scipy.stats import weightedtau
+
     out = {"tau": math.nan, "regret": math.nan, "mae": math.nan}
     if len(accuracy) == 0:
         return out
