@@ -44,6 +44,16 @@ def test_new_folder_replaces_the_old_one_whole(tmp_path, monkeypatch, exchange):
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary folder left
 
 
+def test_new_folder_through_a_symbolic_link_replaces_its_target(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "f").write_text("old")
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    with _atomic.new_folder(tmp_path / "link", replaces=("f",)) as tmp:
+        (tmp / "f").write_text("new")
+    assert (tmp_path / "link").is_symlink() and (tmp_path / "real" / "f").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
+
+
 def test_a_failed_write_leaves_the_old_folder_and_no_temporary(tmp_path):
     target = tmp_path / "out"
     with _atomic.new_folder(target, replaces=("f",)) as tmp:

@@ -68,7 +68,7 @@ def check_folder(path: str | os.PathLike[str], replaces: Collection[str]) -> Pat
         When ``path`` is a file, or a folder holding an entry whose name is not in ``replaces``
         (tans never deletes what it did not write).
     """
-    path = Path(path).expanduser()
+    path = Path(path).expanduser().resolve()  # through a symbolic link: the folder it points to is replaced
     if path.exists() and not path.is_dir():
         raise TansError(f"expected a folder at {path}, got a file; pass another path.")
     if path.is_dir():
