@@ -6,7 +6,9 @@ on a built zoo:
 1. throughput: the same first N fine-tunes of the config (with a seed of their own, so they are new
    to any zoo) run into two copies of the zoo with 1 worker and with 2 workers, in the same run: fine-tunes per minute and the 2-over-1 ratio;
 2. the full run: every (model, target) of the config recorded into the zoo (resumable: a rerun only
-   does what is missing, and the time reported is that run's).
+   does what is missing, and the time reported is that run's). Each run is kept, in order, so a
+   config that grew (e.g. ``targets_per_other_model``) shows the first run and the extension;
+   ``--add-report FILE`` keeps a run made with ``tans zoo transfer --json`` instead.
 
 Each phase writes into benchmarks/results/transfer_records.json (phases run separately are merged)
 and the markdown table beside it, with the load average: timings on a shared machine are noisy.
@@ -14,6 +16,7 @@ and the markdown table beside it, with the load average: timings on a shared mac
 Rerun (after `tans zoo build --config benchmarks/zoo/bench-zoo.json --zoo zoo-bench`):
     .venv/bin/python benchmarks/transfer_records.py --phase throughput --zoo zoo-bench --units 24
     .venv/bin/python benchmarks/transfer_records.py --phase full --zoo zoo-bench
+    .venv/bin/python benchmarks/transfer_records.py --zoo zoo-bench --add-report transfer.json  # a CLI run's report
 """
 
 from __future__ import annotations
@@ -79,17 +82,20 @@ def full(zoo: Zoo, config: TransferConfig, workers: int) -> dict:
             print(f"{done} fine-tunes in {report.seconds:.0f} s", flush=True)
 
     report = run_transfers(zoo, config, workers=workers, progress=progress)
+    return {**report.to_dict(), **zoo_after(zoo),
+            "median_load_average": round(statistics.median(loads), 2) if loads else None}
+
+
+def zoo_after(zoo: Zoo) -> dict:
+    """What the zoo's records hold after a run."""
     records = zoo.transfers()
     accs = [r.test_acc for r in records]
     return {
-        **report.to_dict(),
-        "minutes": round(report.seconds / 60, 1),
         "zoo_records": len(records),
         "zoo_models_with_records": len({r.model_id for r in records}),
         "zoo_targets": len({r.target_fingerprint for r in records}),
         "target_families": sorted({r.target_family for r in records}),
         "median_test_acc": round(statistics.median(accs), 4) if accs else None,
-        "median_load_average": round(statistics.median(loads), 2) if loads else None,
     }
 
 
@@ -97,7 +103,11 @@ def write(results: dict) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "transfer_records.json"
     merged = json.loads(path.read_text()) if path.exists() else {}
+    if "full" in merged:  # one run, as the first version of this script kept it
+        merged["full_runs"] = [{**merged.pop("full"), "date": merged.pop("full_date", None)}]
+    runs = merged.get("full_runs", []) + results.pop("full_runs", [])
     merged.update(results)
+    merged["full_runs"] = runs
     path.write_text(json.dumps(merged, indent=2, allow_nan=False) + "\n")
     lines = ["# Transfer records: speed and size", "",
              f"Machine: {merged.get('machine')}. Config: `{merged.get('config_file')}`.", ""]
@@ -109,14 +119,14 @@ def write(results: dict) -> None:
             r = t[f"workers_{w}"]
             lines.append(f"| {w} | {r['seconds']} | {r['fine_tunes_per_minute']} | {r['load_average_before']} | {r['failed']} |")
         lines += ["", f"2 workers over 1: **{t['speedup_2_over_1']}x** (goal 1.7x).", ""]
-    if "full" in merged:
-        f = merged["full"]
-        lines += [f"Full run ({merged.get('full_date')}): {f['added']} fine-tunes recorded "
-                  f"({f['skipped']} already there, {len(f['failed'])} failed) in **{f['minutes']} minutes** "
-                  f"with {f['workers']} workers (goal: >= 40 models x >= 60 targets in <= 40 min); the zoo now "
-                  f"holds {f['zoo_records']} records of {f['zoo_models_with_records']} models on {f['zoo_targets']} "
-                  f"targets from {len(f['target_families'])} families; median test accuracy {f['median_test_acc']}; "
-                  f"median load average {f['median_load_average']}.", ""]
+    for i, f in enumerate(runs):
+        load = f" median load average {f['median_load_average']}." if f.get("median_load_average") else ""
+        lines += [f"{'Full run' if i == 0 else 'Extension'} ({f.get('date')}, `{f.get('command', 'phase full')}`): "
+                  f"{f['added']} fine-tunes recorded ({f['skipped']} already there, {len(f['failed'])} failed) in "
+                  f"**{f['seconds'] / 60:.1f} minutes** with {f['workers']} workers (goal: >= 40 models x >= 60 targets "
+                  f"in <= 40 min); the zoo then held {f['zoo_records']} records of {f['zoo_models_with_records']} models "
+                  f"on {f['zoo_targets']} targets from {len(f['target_families'])} families; median test accuracy "
+                  f"{f['median_test_acc']}.{load}", ""]
         for reason in f["failed"].values():
             lines.append(f"- failed: {reason}")
     (RESULTS / "transfer_records.md").write_text("\n".join(lines) + "\n")
@@ -129,19 +139,24 @@ def main() -> None:
     parser.add_argument("--units", type=int, default=24, help="fine-tunes per throughput measurement")
     parser.add_argument("--zoo", type=Path, default=Path("zoo-bench"), help="the built benchmark zoo")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--add-report", type=Path, help="keep the run of this `tans zoo transfer --json` output")
+    parser.add_argument("--command", default="", help="the command that made --add-report's run")
     args = parser.parse_args()
     config = TransferConfig.from_file(args.config)
     zoo = Zoo.open(args.zoo)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     results = {"machine": machine(), "config_file": str(args.config)}
-    if args.phase in ("throughput", "both"):
+    if args.add_report:
+        report = json.loads(args.add_report.read_text())
+        run = {k: report[k] for k in ("added", "skipped", "failed", "seconds", "workers")}
+        write({**results, "full_runs": [{**run, **zoo_after(zoo), "date": now, "command": args.command}]})
+    elif args.phase in ("throughput", "both"):
         results["throughput"] = throughput(zoo, config, args.units)
         results["throughput_date"] = now
         write(results)
-    if args.phase in ("full", "both"):
-        results["full"] = full(zoo, config, args.workers)
-        results["full_date"] = now
-        write(results)
+    if not args.add_report and args.phase in ("full", "both"):
+        write({**results, "full_runs": [{**full(zoo, config, args.workers), "date": now,
+                                         "command": f"transfer_records.py --phase full --workers {args.workers}"}]})
     print((RESULTS / "transfer_records.md").read_text())
 
 

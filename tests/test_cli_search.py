@@ -41,7 +41,7 @@ def test_meta_train_json_reports_validation_records_and_the_combiner(records_zoo
     assert {"tau", "regret", "mae", "loss"} <= set(report["history"][0])
     assert len(report["train_targets"]) == len(report["val_targets"]) == 2
     assert report["records"]["records"] == 16 and report["records"]["excluded_families"] == ["no-such-family"]
-    assert report["combiner"] is not None and report["combiner"]["features"][0] == "stage1"
+    assert report["combiner"] is not None and report["combiner"]["features"]["level"][0] == "stage1"
 
 
 def test_search_json_and_table(records_zoo, fitted, capsys):
@@ -78,6 +78,17 @@ def test_search_json_and_table(records_zoo, fitted, capsys):
     assert code == 0 and "(stage 1 only)" in stdout and "logme" not in stdout
 
 
+def test_search_with_a_finetune_budget_shows_stage_3(records_zoo, fitted, capsys):
+    code, stdout, err = run(capsys, "search", "mnist-even", "--zoo", records_zoo, "--searcher", fitted, "--probe-k", 2,
+                            "--finetune-budget", 600)
+    assert code == 0, err
+    assert "ft_val" in stdout and "2 short fine-tunes by stage 3" in stdout  # two models: one rung decides
+    code, stdout, _ = run(capsys, "search", "mnist-even", "--zoo", records_zoo, "--searcher", fitted, "--probe-k", 2,
+                          "--finetune-budget", 600, "--json")
+    result = json.loads(stdout)
+    assert result["finetunes"] == 2 and [r["finetune_val_acc"] is not None for r in result["rows"][:3]] == [True, True, False]
+
+
 def test_search_errors_are_one_line(records_zoo, fitted, capsys, tmp_path, monkeypatch):
     code, _, err = run(capsys, "search", "mnist-even", "--zoo", records_zoo, "--searcher", tmp_path / "none")
     assert code == 2
@@ -90,6 +101,7 @@ def test_search_errors_are_one_line(records_zoo, fitted, capsys, tmp_path, monke
         (["--max-params", "10"], "Raise --max-params"),
         (["--top-k", "0"], "top_k must be a positive integer"),
         (["--probe-k", "0"], "probe_k must be a positive integer"),
+        (["--finetune-budget", "0"], "fine-tuning budget must be a positive number of seconds"),
     ]:
         code, _, err = run(capsys, "search", "mnist-even", "--zoo", records_zoo, "--searcher", fitted, *args)
         assert code == 2, args

@@ -62,6 +62,7 @@ def search(
     fast: bool = False,
     shortlist: int | None = None,
     probe_k: int | None = None,
+    finetune_budget: float | None = None,
 ) -> SearchResult:
     """The zoo models that should do best on ``dataset`` after fine-tuning, within a budget.
 
@@ -83,6 +84,9 @@ def search(
     shortlist, probe_k : int or None
         Candidates ranked by stage 1, and how many of them stage 2 probes (see
         :meth:`tans.Searcher.search`).
+    finetune_budget : float or None
+        Seconds for stage 3: short fine-tunes of the shortlist by successive halving, picked by
+        validation accuracy (slower, and usually better).
 
     Returns
     -------
@@ -106,7 +110,8 @@ def search(
     store = open_zoo(zoo)
     model = searcher if isinstance(searcher, Searcher) else open_searcher(searcher, zoo=store)
     return model.search(dataset, zoo=store, max_params=max_params, max_flops=max_flops,
-                        max_latency_ms=max_latency_ms, top_k=top_k, fast=fast, shortlist=shortlist, probe_k=probe_k)
+                        max_latency_ms=max_latency_ms, top_k=top_k, fast=fast, shortlist=shortlist, probe_k=probe_k,
+                        finetune_budget=finetune_budget)
 
 
 def load_model(model_id: str, *, zoo: Zoo | PathLike | None = None) -> nn.Module:

@@ -70,6 +70,8 @@ class BenchConfig:
         every method).
     logme_per_class : int
         Images per class LogME sees.
+    finetune_budget : float
+        Seconds the 'searcher-stage3' method's stage 3 may fine-tune for, per search (charged to it).
     searcher : dict
         Keyword arguments of :class:`tans.searcher.Searcher` for the main searcher; the ablations
         change one of them each.
@@ -99,6 +101,7 @@ class BenchConfig:
     pool_random: int = 30
     random_draws: int = 5
     logme_per_class: int = 20
+    finetune_budget: float = 30.0
     searcher: dict[str, Any] = field(default_factory=dict)
     methods: tuple[str, ...] = ()
     # reproducibility and resources
@@ -128,6 +131,7 @@ class BenchConfig:
             ("max_train_images", self.max_train_images >= 16, "at least 16"),
             ("max_eval_images", self.max_eval_images >= 8, "at least 8"),
             ("logme_per_class", self.logme_per_class >= 2, "at least 2"),
+            ("finetune_budget", self.finetune_budget > 0, "a positive number of seconds"),
         ]
         for name, ok, expected in checks:
             if not ok:
@@ -285,6 +289,7 @@ def quick_config() -> BenchConfig:
         pool_random=2,
         random_draws=3,
         logme_per_class=8,
+        finetune_budget=4.0,
         searcher={
             "epochs": 2,
             "steps_per_epoch": 5,

@@ -75,6 +75,8 @@ class MethodContext:
         Draws of the random baseline.
     logme_per_class : int
         Images per class of the probe sample the over-every-candidate baselines (LogME, NCM) see.
+    finetune_budget : float
+        Seconds of the searcher's stage 3 (successive halving with short fine-tunes).
     """
 
     dataset: Dataset
@@ -83,6 +85,7 @@ class MethodContext:
     seed: int = 0
     random_draws: int = 5
     logme_per_class: int = 20
+    finetune_budget: float = 30.0
     # filled lazily
     _entries: list[ZooEntry] | None = field(default=None, repr=False)
     _probes: Any = field(default=None, repr=False)
@@ -114,12 +117,13 @@ class MethodContext:
             raise TansError(f"This method needs the '{variant}' searcher, which was not fitted for this run.")
         return self.searchers[variant]
 
-    def search(self, variant: str, limit: int | None, top_k: int, *, fast: bool):
+    def search(self, variant: str, limit: int | None, top_k: int, *, fast: bool, finetune: bool = False):
         """One search of a searcher variant (cached: methods sharing a ranking share its one timing)."""
-        key = (variant, limit, top_k, fast)
+        key = (variant, limit, top_k, fast, finetune)
         if key not in self._searches:
             self._searches[key] = self.searcher(variant).search(
-                self.dataset, zoo=self.zoo, max_params=limit, top_k=top_k, fast=fast
+                self.dataset, zoo=self.zoo, max_params=limit, top_k=top_k, fast=fast,
+                finetune_budget=self.finetune_budget if finetune else None,
             )
         return self._searches[key]
 
@@ -210,9 +214,9 @@ def get_method(name: str) -> Method:
 
 
 # ---------------------------------------------------------------------------------- searchers
-def _searcher_rank(variant: str, *, fast: bool):
+def _searcher_rank(variant: str, *, fast: bool, finetune: bool = False):
     def rank(ctx: MethodContext, limit: int | None, top_k: int) -> Ranking:
-        result = ctx.search(variant, limit, top_k, fast=fast)
+        result = ctx.search(variant, limit, top_k, fast=fast, finetune=finetune)
         return Ranking(ids=result.ids, seconds=result.seconds["total"])
 
     return rank
@@ -291,6 +295,8 @@ register_method(Method(name="searcher-stage1", label="searcher, stage 1 only (--
                        searcher="main"))
 register_method(Method(name="searcher-top3", label="searcher, best of top 3 (by val acc)",
                        rank=_searcher_rank("main", fast=False), score=None, pick="best-val-of-3", searcher="main"))
+register_method(Method(name="searcher-stage3", label="searcher + stage 3 (successive halving, short fine-tunes)",
+                       rank=_searcher_rank("main", fast=False, finetune=True), score=None, searcher="main"))
 for _variant, _label in (
     ("mean-pooling", "ablation (stage 1): mean pooling"),
     ("with-functional", "ablation (stage 1): + functional embedding"),

@@ -507,7 +507,8 @@ def run_bench(
     for d, (name, dataset) in enumerate(datasets.items()):
         progress("rank", d, len(datasets), name)
         ctx = MethodContext(dataset=dataset, zoo=zoo, searchers=searchers, seed=config.seed,
-                            random_draws=config.random_draws, logme_per_class=config.logme_per_class)
+                            random_draws=config.random_draws, logme_per_class=config.logme_per_class,
+                            finetune_budget=config.finetune_budget)
         rankings[name] = {limit: {m.name: m.rank(ctx, limit, config.pool_top_k) for m in methods} for limit in limits}
         if any(m.name == "logme" for m in methods):
             logme_zoo.append(ctx.probe_seconds("logme", np.arange(len(ctx.entries))))

@@ -9,9 +9,10 @@ import typer
 
 from tans.cli._output import console, print_json, print_table, screen_row
 
-COLUMNS = ["rank", "id", "arch", "task", "predicted_acc", "stage1_acc", "logme", "ncm", "params", "flops", "latency_ms"]  # --wide
-SCREEN_COLUMNS = ["rank", "id", "arch", "task", "predicted_acc", "logme", "ncm", "params", "latency_ms"]
-SCREEN_HEADERS = {"rank": "#", "predicted_acc": "pred_acc", "latency_ms": "ms"}
+COLUMNS = ["rank", "id", "arch", "task", "predicted_acc", "stage1_acc", "logme", "ncm", "finetune_val_acc", "params",
+           "flops", "latency_ms"]  # --wide
+SCREEN_COLUMNS = ["rank", "id", "arch", "task", "predicted_acc", "logme", "ncm", "finetune_val_acc", "params", "latency_ms"]
+SCREEN_HEADERS = {"rank": "#", "predicted_acc": "pred_acc", "finetune_val_acc": "ft_val", "latency_ms": "ms"}
 PROBE_COLUMNS = ("stage1_acc", "logme", "ncm")  # shown only when stage 2 ran
 
 
@@ -26,6 +27,7 @@ def search(
     shortlist: Annotated[int | None, typer.Option(help="Candidates ranked by stage 1 (default max(4 * top-k, 64)).")] = None,
     fast: Annotated[bool, typer.Option("--fast", help="Stage 1 only: no forward pass of any candidate.")] = False,
     probe_k: Annotated[int | None, typer.Option(help="Stage-1 candidates stage 2 probes (default: the searcher's, 8).")] = None,
+    finetune_budget: Annotated[float | None, typer.Option(help="Seconds for stage 3: short fine-tunes of the probed candidates by successive halving, picked by validation accuracy.")] = None,
     wide: Annotated[bool, typer.Option("--wide", help="Full architecture names and every column (rows may wrap).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
@@ -33,16 +35,19 @@ def search(
 
     Stage 1 (instant) predicts it from the dataset's and the models' embeddings; stage 2 (unless
     --fast) runs the top candidates once on a sample of the dataset and fuses LogME and
-    nearest-class-mean accuracy of their features with stage 1.
+    nearest-class-mean accuracy of their features with stage 1. Stage 3 (--finetune-budget)
+    fine-tunes them briefly, halving the field each round, and ranks by validation accuracy.
     """
     from tans._api import search as run_search
 
     result = run_search(dataset, zoo=zoo, searcher=searcher, max_params=max_params, max_flops=max_flops,
-                        max_latency_ms=max_latency_ms, top_k=top_k, fast=fast, shortlist=shortlist, probe_k=probe_k)
+                        max_latency_ms=max_latency_ms, top_k=top_k, fast=fast, shortlist=shortlist, probe_k=probe_k,
+                        finetune_budget=finetune_budget)
     if as_json:
         print_json(result.to_dict())
         return
-    columns = [c for c in (COLUMNS if wide else SCREEN_COLUMNS) if result.probed or c not in PROBE_COLUMNS]
+    columns = [c for c in (COLUMNS if wide else SCREEN_COLUMNS)
+               if (result.probed or c not in PROBE_COLUMNS) and (result.finetunes or c != "finetune_val_acc")]
     rows = [screen_row(vars(r), wide=wide) for r in result.rows]
     title = f"Best zoo models for {result.dataset}"
     if wide:
@@ -53,6 +58,7 @@ def search(
         f"{result.candidates} of {result.zoo_size} models within budget ({result.constraints}); "
         f"{result.shortlist} ranked by stage 1 from {result.query_images} query images"
         + (f", top {result.probed} probed by stage 2" if result.probed else " (stage 1 only)")
+        + (f", {result.finetunes} short fine-tunes by stage 3 ({result.seconds['finetune']:.0f} s)" if result.finetunes else "")
         + f"; search took {result.seconds['total'] * 1000:.0f} ms. predicted_acc: expected test accuracy after "
         "the records' fine-tuning recipe."
     )

@@ -23,6 +23,7 @@ fine-tuning on other tasks. Search, step by step (:meth:`Searcher.search`):
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import os
 import time
@@ -169,7 +170,9 @@ class Searcher:
     probe_k : int
         Stage 2 probes this many stage-1 candidates (0: no stage 2, no combiner).
     probe_per_class : int
-        Images per class of stage 2's probe sample.
+        Images per class of stage 2's probe sample (as many as the benchmark's over-every-candidate
+        baselines see: a candidate's forward pass costs about the same for 10 or 20 images per
+        class, its per-model overhead dominates, and NCM and LogME are less noisy on more).
     probe_scores : tuple of str
         Training-free scores stage 2 computes (:func:`tans.searcher.probe.list_probe_scores`).
     val_fraction : float
@@ -204,7 +207,7 @@ class Searcher:
         use_functional: bool = False,
         use_source: bool = True,
         probe_k: int = 8,
-        probe_per_class: int = 10,
+        probe_per_class: int = 20,
         probe_scores: tuple[str, ...] = ("logme", "ncm"),
         val_fraction: float = 0.25,
         extractor_epochs: int = 3,
@@ -679,7 +682,10 @@ class Searcher:
             tic = time.perf_counter()
             head = order[: min(probe_k or self.probe_k or top_k, len(order))]
             at = {cache.entries[pos[j]].id: int(j) for j in head}
-            ids, trials = successive_halving(dataset, list(at), zoo=zoo, budget_seconds=finetune_budget, seed=self.seed)
+            caps = json.loads(self.records_.get("recipe") or "{}")  # the records' image caps: what stage 1 predicts
+            caps = {k: caps[k] for k in ("max_train_images", "max_eval_images") if k in caps}
+            ids, trials = successive_halving(dataset, list(at), zoo=zoo, budget_seconds=finetune_budget, seed=self.seed,
+                                             **caps)
             order = np.concatenate([[at[i] for i in ids], order[len(head):]]).astype(np.int64)
             tuned = {at[t.id]: t.val_acc for t in trials}  # the last rung's, as trials are in order
             seconds["finetune"] = time.perf_counter() - tic
