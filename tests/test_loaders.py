@@ -16,7 +16,14 @@ from tans._errors import TansError, TansWarning
 from tans.data import images as images_module
 from tans.data.dataset import Dataset
 from tans.data.images import SkipReason, UnreadableImageError, read_image
-from tans.data.loaders import load_idx, load_imagefolder, load_npz, load_path, load_zip
+from tans.data.loaders import (
+    extract_zip,
+    load_idx,
+    load_imagefolder,
+    load_npz,
+    load_path,
+    load_zip,
+)
 from tans.data.writers import class_folder_name, write_dataset
 
 
@@ -342,6 +349,27 @@ def test_zip_entries_that_clash_are_one_line(tmp_path, tans_home, png, capsys):
     assert main(["data", "inspect", str(archive)]) == 2  # before: "internal error: FileExistsError"
     err = capsys.readouterr().err
     assert err.startswith("error: Refusing zip") and err.count("\n") == 1
+
+
+def test_zip_cache_keeps_the_most_recently_used_within_its_limit(tmp_path, tans_home, image_folder, monkeypatch):
+    zips = {}
+    for name in ("a", "b"):
+        root = image_folder({"cat": 3, "dog": 3}, root=tmp_path / name)
+        zips[name] = tmp_path / f"{name}.zip"
+        with zipfile.ZipFile(zips[name], "w") as zf:
+            for path in root.rglob("*.png"):
+                zf.write(path, f"{name}/{path.relative_to(root)}")
+    cache = tans_home / "cache" / "zips"
+    first = load_zip(zips["a"])
+    one = sum(f.stat().st_size for f in cache.rglob("*") if f.is_file())
+    monkeypatch.setenv("TANS_ZIP_CACHE_BYTES", str(one))  # room for one extracted zip
+    load_zip(zips["b"])
+    assert [p.name for p in cache.iterdir()] == [extract_zip(zips["b"]).parent.name]  # 'a' evicted, nothing hidden left
+    again = load_zip(zips["a"])  # extracted again
+    assert np.array_equal(again.images, first.images) and len(list(cache.iterdir())) == 1
+    monkeypatch.setenv("TANS_ZIP_CACHE_BYTES", "8 GB")
+    with pytest.raises(TansError, match="TANS_ZIP_CACHE_BYTES must be a whole number"):
+        load_zip(zips["a"])
 
 
 def test_zip_keeps_empty_class_folders(tmp_path, tans_home, png):

@@ -19,10 +19,13 @@ from tans.data.loaders._common import META_FILE, list_dir, provenance, read_meta
 from tans.data.loaders.folder import load_imagefolder
 from tans.paths import cache_dir
 
-__all__ = ["MAX_ZIP_BYTES", "extract_zip", "load_zip"]
+__all__ = ["MAX_ZIP_BYTES", "ZIP_CACHE_BYTES", "extract_zip", "load_zip", "zip_cache_bytes"]
 
 # A .zip may expand to at most this many bytes (guards against zip bombs).
 MAX_ZIP_BYTES = 4 * 2**30
+# The extracted zips together keep at most this many bytes ($TANS_ZIP_CACHE_BYTES): beyond it the
+# least recently used are deleted (the one in use always stays).
+ZIP_CACHE_BYTES = 8 * 2**30
 
 
 def load_zip(
@@ -74,7 +77,8 @@ def extract_zip(path: str | os.PathLike, *, max_bytes: int = MAX_ZIP_BYTES) -> P
     ``max_bytes`` are refused. ``__MACOSX``
     and hidden entries are skipped. Extraction goes to a temporary folder renamed into place, so
     a crash or a second process never leaves a half-extracted cache entry. When the archive holds a
-    single top-level folder, the root is that folder.
+    single top-level folder, the root is that folder. The cache keeps at most
+    :func:`zip_cache_bytes` of extracted zips, deleting the least recently used first.
 
     Parameters
     ----------
@@ -91,7 +95,7 @@ def extract_zip(path: str | os.PathLike, *, max_bytes: int = MAX_ZIP_BYTES) -> P
     Raises
     ------
     TansError
-        For a damaged, unsafe or too large archive.
+        For a damaged, unsafe or too large archive, or an unreadable ``$TANS_ZIP_CACHE_BYTES``.
     """
     path = require_path(path)
     digest = _sha256(path)
@@ -117,6 +121,12 @@ def extract_zip(path: str | os.PathLike, *, max_bytes: int = MAX_ZIP_BYTES) -> P
                 f"Cannot read {str(path)!r} as a zip archive ({' '.join(str(exc).split())}); expected a "
                 "valid .zip of an ImageFolder: re-create the archive."
             ) from exc
+    limit = zip_cache_bytes()
+    try:
+        os.utime(target)  # its modification time says when it was last used
+        _evict(target, limit)
+    except OSError:
+        pass  # best effort: another process may be evicting the same entries
     root = target
     while True:  # descend into a single top-level folder (zip of "mydata/<class>/...")
         dirs, files = list_dir(root)
@@ -198,6 +208,39 @@ def _extract_members(
                 if written > max_bytes:
                     _too_large(path, max_bytes)
                 dst.write(chunk)
+
+
+def zip_cache_bytes() -> int:
+    """The size limit of the extracted-zip cache: ``$TANS_ZIP_CACHE_BYTES``, else :data:`ZIP_CACHE_BYTES`.
+
+    Raises
+    ------
+    TansError
+        When the variable is not a non-negative whole number.
+    """
+    value = os.environ.get("TANS_ZIP_CACHE_BYTES", "").strip()
+    if not value:
+        return ZIP_CACHE_BYTES
+    if not value.isdigit():
+        raise TansError(f"TANS_ZIP_CACHE_BYTES must be a whole number of bytes, got {value!r}; e.g. 8589934592 for 8 GiB.")
+    return int(value)
+
+
+def _evict(keep: Path, limit: int) -> None:
+    """Delete the least recently used extracted zips beside ``keep`` until the cache fits in ``limit``."""
+    entries = [p for p in keep.parent.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    sizes = {p: sum(f.stat().st_size for f in p.rglob("*") if f.is_file() and not f.is_symlink()) for p in entries}
+    total = sum(sizes.values())
+    for old in sorted((p for p in entries if p != keep), key=lambda p: p.stat().st_mtime):
+        if total <= limit:
+            break
+        aside = old.with_name(f".{old.name}.evicted-{uuid.uuid4().hex[:8]}")
+        try:
+            old.rename(aside)  # at once out of sight; deleted at leisure
+        except OSError:
+            continue  # evicted by another process meanwhile
+        shutil.rmtree(aside, ignore_errors=True)
+        total -= sizes[old]
 
 
 def _sha256(path: Path) -> str:
