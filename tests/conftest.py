@@ -29,6 +29,20 @@ def _session_home(tmp_path_factory):
 
 
 @pytest.fixture
+def memory_url():
+    """A fresh folder of fsspec's in-memory filesystem, as a ``memory://`` URL (removed afterwards)."""
+    import uuid
+
+    import fsspec
+
+    url = f"memory://tans-test-{uuid.uuid4().hex}"
+    yield url
+    fs = fsspec.filesystem("memory")
+    if fs.exists(url):
+        fs.rm(url, recursive=True)
+
+
+@pytest.fixture
 def tans_home(tmp_path, monkeypatch) -> Path:
     """Point ``$TANS_HOME`` at a fresh folder so caches never touch the user's home."""
     home = tmp_path / "tans-home"

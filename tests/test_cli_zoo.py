@@ -46,6 +46,30 @@ def test_export_onnx_unknown_id_is_one_line(records_zoo, tmp_path, capsys):
     assert not (tmp_path / "x.onnx").exists()
 
 
+def test_zoo_export_import_through_a_url_or_a_path(records_zoo, memory_url, tmp_path, capsys):
+    store = Zoo.open(records_zoo)
+    ids, url = store.ids(), f"{memory_url}/shared/zoo.tar"
+    code, out, err = run(capsys, "zoo", "export", url, "--zoo", records_zoo, "--json")
+    assert code == 0, err
+    assert json.loads(out) == {"archive": url, "entries": ids}
+    code, out, err = run(capsys, "zoo", "import", url, "--zoo", tmp_path / "dst", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert sorted(report["added"]) == sorted(ids) and report["records_added"] == store.transfer_count()
+
+    path = tmp_path / "one.tar"  # a plain path still works
+    code, out, _ = run(capsys, "zoo", "export", path, "--zoo", records_zoo, "--ids", ids[0])
+    assert code == 0 and out == f"wrote {path} (1 entry)\n"
+    code, out, _ = run(capsys, "zoo", "import", path, "--zoo", tmp_path / "one", "--json")
+    assert code == 0 and json.loads(out)["added"] == [ids[0]]
+
+    for args in (("export", "nosuch://x/zoo.tar", "--zoo", records_zoo),
+                 ("import", "nosuch://x/zoo.tar", "--zoo", tmp_path / "new")):
+        code, out, err = run(capsys, "zoo", *args)
+        assert code == 2 and out == "" and "cannot reach 'nosuch://x/zoo.tar'" in err and err.count("\n") == 1
+    assert not (tmp_path / "new").exists()
+
+
 @pytest.fixture
 def screen(monkeypatch):
     """The command line's console as a 100-column terminal."""

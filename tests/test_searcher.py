@@ -135,6 +135,18 @@ def test_save_load_round_trip_gives_identical_searches(searcher, zoo, query, tmp
         assert [r.logme for r in b.rows] == pytest.approx([r.logme for r in a.rows])
 
 
+def test_save_load_through_a_url(searcher, query, memory_url, tmp_path):
+    from tans.searcher.artifact import is_artifact
+
+    url = f"{memory_url}/searcher"
+    assert not is_artifact(url) and searcher.save(url) == url and is_artifact(url)
+    loaded = Searcher.load(url)
+    np.testing.assert_allclose(loaded.embed_dataset(query), searcher.embed_dataset(query), atol=1e-6)
+    assert Searcher.load(f"file://{searcher.save(tmp_path / 's')}").get_params() == searcher.get_params()
+    with pytest.raises(TansError, match="No searcher at 'memory://"):
+        Searcher.load(f"{memory_url}/missing")
+
+
 def test_load_refuses_other_version_and_tampered_weights(searcher, tmp_path):
     path = searcher.save(tmp_path / "s")
     config = json.loads((path / CONFIG_NAME).read_text())

@@ -410,6 +410,36 @@ def test_export_import_round_trip(tmp_path):
         export_zoo(src, tmp_path / "bad.tar", ids=["nope"])
 
 
+def test_export_import_round_trip_through_urls(tmp_path, memory_url, monkeypatch):
+    import tempfile
+
+    src = Zoo.create(tmp_path / "src")
+    entries = [src.add(make_entry(i), make_state(i)) for i in range(2)]
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # where a URL's local copies go
+    (tmp_path / "tmp").mkdir()
+    url = f"{memory_url}/shared/zoo.tar"
+    assert export_zoo(src, url) == url
+    report = import_zoo(tmp_path / "dst", url)
+    assert report.added == tuple(e.id for e in entries) and Zoo.open(tmp_path / "dst").verify().ok
+    local = export_zoo(src, f"file://{tmp_path}/by-url.tar")  # file:// is a local path: written atomically
+    assert local == f"file://{tmp_path}/by-url.tar" and (tmp_path / "by-url.tar").is_file()
+    assert import_zoo(tmp_path / "other", f"file://{tmp_path}/by-url.tar").added == report.added
+
+    # a refused archive at a URL leaves no zoo and no local copy behind
+    bad = _write_tar(tmp_path / "bad.tar", _flip_weights(_members(tmp_path / "by-url.tar")))
+    import fsspec
+
+    fsspec.filesystem("memory").put_file(str(bad), f"{memory_url}/bad.tar")
+    with pytest.raises(TansError, match="have sha256"):
+        import_zoo(tmp_path / "new-zoo", f"{memory_url}/bad.tar")
+    assert not (tmp_path / "new-zoo").exists() and list((tmp_path / "tmp").iterdir()) == []
+
+    with pytest.raises(TansError, match=r"cannot reach 'nosuch://x/zoo.tar': Protocol not known"):
+        export_zoo(src, "nosuch://x/zoo.tar")
+    with pytest.raises(TansError, match="which does not exist"):
+        import_zoo(tmp_path / "dst", f"{memory_url}/missing.tar")
+
+
 def test_import_carries_the_working_format_and_refuses_another(tmp_path):
     from tans.data import WorkingFormat
 

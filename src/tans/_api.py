@@ -41,7 +41,7 @@ def open_searcher(path: PathLike | None = None, *, zoo: Zoo) -> Searcher:
     from tans.searcher import Searcher
     from tans.searcher.artifact import is_artifact
 
-    path = Path(path) if path is not None else default_searcher_path()
+    path = path if path is not None else default_searcher_path()  # a folder or an fsspec URL
     if not is_artifact(path):
         raise TansError(
             f"No searcher at '{path}'; train one with 'tans meta-train --zoo {zoo.path} --out {path}' "
@@ -74,7 +74,7 @@ def search(
     zoo : Zoo, path or None
         The zoo to search; ``None``: the default zoo.
     searcher : Searcher, path or None
-        A fitted searcher or its artifact directory; ``None``: the default searcher.
+        A fitted searcher or its artifact directory (or fsspec URL); ``None``: the default searcher.
     max_params, max_flops, max_latency_ms : number or None
         Budget (inclusive upper bounds), applied before ranking.
     top_k : int

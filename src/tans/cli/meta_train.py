@@ -14,7 +14,7 @@ from tans.paths import default_searcher_path, default_zoo_dir
 
 def meta_train(
     zoo: Annotated[Path | None, typer.Option("--zoo", help="Zoo directory (default: ~/.cache/tans/zoo).")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Where to write the searcher (default: ~/.cache/tans/searcher).")] = None,
+    out: Annotated[str | None, typer.Option("--out", help="Where to write the searcher: a folder or a URL (default: ~/.cache/tans/searcher).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Meta-training epochs (at most).")] = None,
     patience: Annotated[int | None, typer.Option(help="Stop after this many epochs without a better validation tau (0: never).")] = None,
     val_fraction: Annotated[float | None, typer.Option(help="Fraction of record targets held out (whole families) for validation and stage 2.")] = None,

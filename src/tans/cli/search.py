@@ -19,7 +19,7 @@ PROBE_COLUMNS = ("stage1_acc", "logme", "ncm")  # shown only when stage 2 ran
 def search(
     dataset: Annotated[str, typer.Argument(help="Built-in task name, ImageFolder directory, .zip, .npz or IDX file.")],
     zoo: Annotated[Path | None, typer.Option("--zoo", help="Zoo directory (default: ~/.cache/tans/zoo).")] = None,
-    searcher: Annotated[Path | None, typer.Option("--searcher", help="Searcher artifact (default: ~/.cache/tans/searcher).")] = None,
+    searcher: Annotated[str | None, typer.Option("--searcher", help="Searcher artifact: a folder or a URL (default: ~/.cache/tans/searcher).")] = None,
     max_params: Annotated[int | None, typer.Option(help="At most this many parameters.")] = None,
     max_flops: Annotated[int | None, typer.Option(help="At most this many FLOPs.")] = None,
     max_latency_ms: Annotated[float | None, typer.Option(help="At most this CPU latency (ms, batch 1).")] = None,

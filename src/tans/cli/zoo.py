@@ -251,20 +251,26 @@ def verify_cmd(zoo: ZooOption = None, as_json: JsonOption = False) -> None:
 
 @app.command("export")
 def export_cmd(
-    out: Annotated[Path, typer.Argument(help="Archive to write (.tar).")],
+    out: Annotated[str, typer.Argument(help="Archive to write (.tar): a path or a URL (s3://, hf://, ... with its fsspec backend).")],
     ids: Annotated[str | None, typer.Option(help="Comma-separated entry ids (default: all).")] = None,
     zoo: ZooOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Write the zoo, or some entries, as one archive of safetensors files plus metadata."""
     from tans.zoo import export_zoo
 
-    path = export_zoo(open_zoo(zoo), out, ids=ids.split(",") if ids else None)
-    console.print(f"wrote {path}")
+    store = open_zoo(zoo)
+    path = export_zoo(store, out, ids=ids.split(",") if ids else None)
+    chosen = list(dict.fromkeys(ids.split(","))) if ids else store.ids()
+    if as_json:
+        print_json({"archive": str(path), "entries": chosen})
+    else:
+        console.print(f"wrote {path} ({len(chosen)} {'entry' if len(chosen) == 1 else 'entries'})", soft_wrap=True)
 
 
 @app.command("import")
 def import_cmd(
-    archive: Annotated[Path, typer.Argument(help="Archive written by 'tans zoo export'.")],
+    archive: Annotated[str, typer.Argument(help="Archive written by 'tans zoo export': a path or a URL.")],
     zoo: ZooOption = None,
     as_json: JsonOption = False,
 ) -> None:

@@ -9,22 +9,21 @@ Layout::
 
 The JSON names the format version; :func:`load_artifact` refuses any other version with a message
 that says how to get a compatible artifact, and checks the weights against their recorded sha256.
-Weights are never pickled.
+Weights are never pickled. ``<path>`` is a local folder or an fsspec URL (:mod:`tans._remote`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors.torch import load
 
-from tans._atomic import new_folder
+from tans import _remote
 from tans._errors import TansError
 from tans._json import dumps
 from tans.zoo.store import serialize_safetensors
@@ -37,12 +36,12 @@ CONFIG_NAME = "searcher.json"
 WEIGHTS_NAME = "searcher.safetensors"
 
 
-def is_artifact(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` holds a searcher artifact (of any version)."""
-    return (Path(path) / CONFIG_NAME).is_file()
+def is_artifact(path: _remote.Location) -> bool:
+    """Whether ``path`` (a folder or URL) holds a searcher artifact (of any version)."""
+    return _remote.is_file(_remote.join(path, CONFIG_NAME))
 
 
-def save_artifact(path: str | os.PathLike[str], config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Path:
+def save_artifact(path: _remote.Location, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Path | str:
     """Write a searcher artifact.
 
     Parameters
@@ -50,6 +49,7 @@ def save_artifact(path: str | os.PathLike[str], config: dict[str, Any], tensors:
     path : str or Path
         Directory to write. An existing artifact there is replaced in one step (the new one is
         written to a folder beside it and swapped in), so readers see the old pair or the new one.
+        An fsspec URL gets the two files uploaded.
     config : dict
         JSON-able settings and metadata; ``format``, ``format_version`` and ``weights_sha256``
         are added.
@@ -58,30 +58,31 @@ def save_artifact(path: str | os.PathLike[str], config: dict[str, Any], tensors:
 
     Returns
     -------
-    Path
-        The directory.
+    Path or str
+        The directory, or its URL.
 
     Raises
     ------
     TansError
-        If ``path`` is a file, or a folder holding other files than an artifact's.
+        If ``path`` is a file, a folder holding other files than an artifact's, or a URL that
+        cannot be written.
     """
     data = serialize_safetensors(tensors, {"format": FORMAT})
-    with new_folder(path, replaces=(CONFIG_NAME, WEIGHTS_NAME)) as tmp:
+    with _remote.new_folder(path, replaces=(CONFIG_NAME, WEIGHTS_NAME)) as tmp:
         (tmp / WEIGHTS_NAME).write_bytes(data)
         digest = hashlib.sha256(data).hexdigest()
         full = {"format": FORMAT, "format_version": FORMAT_VERSION, "weights_sha256": digest, **config}
         (tmp / CONFIG_NAME).write_text(dumps(full, indent=2, digits=None) + "\n", encoding="utf-8")
-    return Path(path).expanduser()
+    return _remote.normalize(path)
 
 
-def load_artifact(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def load_artifact(path: _remote.Location) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Read a searcher artifact written by :func:`save_artifact`.
 
     Parameters
     ----------
     path : str or Path
-        The artifact directory.
+        The artifact directory, or its URL.
 
     Returns
     -------
@@ -94,15 +95,14 @@ def load_artifact(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[st
         If the directory holds no artifact, the JSON is unreadable, the format or its version
         differs from this tans's, or the weights are missing or were modified.
     """
-    root = Path(path).expanduser()
-    config_path = root / CONFIG_NAME
-    if not config_path.is_file():
+    root, config_path = _remote.normalize(path), _remote.join(path, CONFIG_NAME)
+    if not _remote.is_file(config_path):
         raise TansError(
             f"No searcher at '{root}' (expected {CONFIG_NAME} there); create one with "
             "`tans meta-train --zoo DIR --out PATH` or `tans demo`."
         )
     try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
+        config = json.loads(_remote.read_bytes(config_path).decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise TansError(f"The searcher config '{config_path}' is unreadable ({exc}); re-run `tans meta-train`.") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
@@ -116,9 +116,9 @@ def load_artifact(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[st
             f"The searcher at '{root}' has format version {version!r}; this tans reads version {FORMAT_VERSION}. "
             "Re-create it with `tans meta-train`, or use the tans version that wrote it."
         )
-    weights = root / WEIGHTS_NAME
+    weights = _remote.join(path, WEIGHTS_NAME)
     try:
-        data = weights.read_bytes()
+        data = _remote.read_bytes(weights)
     except FileNotFoundError:
         raise TansError(f"The searcher weights '{weights}' are missing; re-run `tans meta-train`.") from None
     digest = hashlib.sha256(data).hexdigest()
@@ -128,7 +128,7 @@ def load_artifact(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[st
             f"{str(config.get('weights_sha256'))[:12]}...); re-run `tans meta-train`."
         )
     try:
-        tensors = load_file(weights)
+        tensors = load(data)
     except (SafetensorError, OSError) as exc:
         raise TansError(f"The searcher weights '{weights}' are damaged ({exc}); re-run `tans meta-train`.") from None
     return config, tensors

@@ -7,7 +7,8 @@ checked before anything is read, every weights file must match the manifest's sh
 safetensors, every record must be valid and belong to a model of the archive or of the zoo, and
 only then are the entries, tasks and records added (append-only: ids already in the zoo are
 skipped). Nothing is ever extracted to disk by the tar module, and nothing is unpickled. Archives
-of version 1 (entries only) are still read.
+of version 1 (entries only) are still read. Archives are written to and read from a path or any
+fsspec URL (:mod:`tans._remote`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tans._atomic import new_file
+from tans import _remote
 from tans._errors import TansError
 from tans._json import dumps
 from tans.data.transforms import WorkingFormat
@@ -92,9 +93,7 @@ class _Manifest:
     tasks: list[TaskRef]
 
 
-def export_zoo(
-    zoo: Zoo, out_path: str | os.PathLike[str], *, ids: Iterable[str] | None = None
-) -> Path:
+def export_zoo(zoo: Zoo, out_path: _remote.Location, *, ids: Iterable[str] | None = None) -> Path | str:
     """Write entries, their weights, their transfer records and their tasks into one tar archive.
 
     Parameters
@@ -102,24 +101,25 @@ def export_zoo(
     zoo : Zoo
         The source zoo.
     out_path : str or Path
-        The archive to write (conventionally ``*.tar``); written to a temporary name first and
-        moved into place when complete.
+        The archive to write (conventionally ``*.tar``): a path, written to a temporary name first
+        and moved into place when complete, or an fsspec URL (``s3://bucket/zoo.tar``), uploaded
+        once complete.
     ids : iterable of str, optional
         The entries to export; all by default. Only the transfer records of these entries, and
         the tasks their entries and records refer to, go with them.
 
     Returns
     -------
-    Path
-        ``out_path``.
+    Path or str
+        The archive's path, or its URL.
 
     Raises
     ------
     TansError
-        When an id is unknown or an entry's weights are missing or tampered (nothing is
-        exported then).
+        When an id is unknown, an entry's weights are missing or tampered, or the URL cannot be
+        written (nothing is exported then).
     """
-    out = Path(out_path).expanduser()
+    _remote.resolve(out_path)  # an unreachable URL fails before any work
     entries = zoo.entries() if ids is None else [zoo.get(i) for i in dict.fromkeys(ids)]
     chosen = {e.id for e in entries}
     records = [r for r in zoo.transfers() if r.model_id in chosen]
@@ -134,14 +134,13 @@ def export_zoo(
         "transfers": [r.to_dict() for r in records],
         "tasks": [t.to_dict() for t in tasks],
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
     now = int(time.time())
-    with new_file(out) as tmp, tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+    with _remote.new_file(out_path) as tmp, tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
         _add_member(tar, MANIFEST, dumps(manifest, indent=1, digits=None).encode(), now)
         for entry in entries:
             data = zoo.read_weights(entry.id)  # refuses missing or tampered weights
             _add_member(tar, f"{WEIGHTS_DIR}/{entry.id}{WEIGHTS_SUFFIX}", data, now)
-    return out
+    return _remote.normalize(out_path)
 
 
 def _add_member(tar: tarfile.TarFile, name: str, data: bytes, mtime: int) -> None:
@@ -150,7 +149,7 @@ def _add_member(tar: tarfile.TarFile, name: str, data: bytes, mtime: int) -> Non
     tar.addfile(info, io.BytesIO(data))
 
 
-def _check_members(members: list[tarfile.TarInfo], archive: Path) -> dict[str, tarfile.TarInfo]:
+def _check_members(members: list[tarfile.TarInfo], archive: Path | str) -> dict[str, tarfile.TarInfo]:
     """Refuse the archive unless it holds only the manifest and weights files; return id -> member."""
 
     def refuse(member: tarfile.TarInfo, why: str) -> TansError:
@@ -198,7 +197,7 @@ def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
         return fh.read()
 
 
-def _read_manifest(tar: tarfile.TarFile, member: tarfile.TarInfo, archive: Path) -> _Manifest:
+def _read_manifest(tar: tarfile.TarFile, member: tarfile.TarInfo, archive: Path | str) -> _Manifest:
     if member.size > MAX_MANIFEST_BYTES:
         raise TansError(
             f"refusing archive {archive}: {MANIFEST} is {member.size} bytes, too large for metadata."
@@ -243,7 +242,14 @@ def _read_manifest(tar: tarfile.TarFile, member: tarfile.TarInfo, archive: Path)
     return _Manifest(entries, working_format, records, tasks)
 
 
-def import_zoo(zoo: Zoo | str | os.PathLike[str], archive_path: str | os.PathLike[str]) -> ImportReport:
+def _open_tar(path: Path, archive: Path | str) -> tarfile.TarFile:
+    try:
+        return tarfile.open(path, "r:*")
+    except tarfile.TarError:
+        raise TansError(f"expected a tar archive made by 'tans zoo export', got {archive}, which is not a tar file.") from None
+
+
+def import_zoo(zoo: Zoo | str | os.PathLike[str], archive_path: _remote.Location) -> ImportReport:
     """Add the entries, transfer records and tasks of an archive made by :func:`export_zoo` to ``zoo``.
 
     The whole archive is validated before anything is added; any problem refuses all of it.
@@ -254,7 +260,8 @@ def import_zoo(zoo: Zoo | str | os.PathLike[str], archive_path: str | os.PathLik
         The destination zoo; a path without one gets a new zoo, created only once the archive
         has passed every check (a refused archive leaves no empty zoo behind).
     archive_path : str or Path
-        A tar archive (plain or compressed).
+        A tar archive (plain or compressed): a path, or an fsspec URL (downloaded to a temporary
+        file that is removed afterwards).
 
     Returns
     -------
@@ -270,20 +277,16 @@ def import_zoo(zoo: Zoo | str | os.PathLike[str], archive_path: str | os.PathLik
         match its sha256 or does not parse as safetensors; a transfer record or task is malformed
         (accuracies must be finite fractions) or a record's model is neither in the archive nor in
         ``zoo``; an id in it is already stored in ``zoo`` for a different build unit or fine-tune;
-        or ``zoo`` holds networks of another working format.
+        ``zoo`` holds networks of another working format; or the URL cannot be read.
     """
-    archive = Path(archive_path).expanduser()
+    archive = _remote.normalize(archive_path)
     new_path = None
     if not isinstance(zoo, Zoo):
         new_path = Path(zoo).expanduser()
         zoo = Zoo.open(new_path) if (new_path / DB_NAME).exists() else None
-    if not archive.is_file():
+    if not _remote.is_file(archive):
         raise TansError(f"expected a zoo archive file, got {archive} which does not exist.")
-    try:
-        tar = tarfile.open(archive, "r:*")
-    except tarfile.TarError:
-        raise TansError(f"expected a tar archive made by 'tans zoo export', got {archive}, which is not a tar file.") from None
-    with tar:
+    with _remote.local_copy(archive) as local, _open_tar(local, archive) as tar:  # a URL's copy is removed after
         try:
             members = tar.getmembers()
         except tarfile.TarError as exc:
@@ -330,7 +333,7 @@ def import_zoo(zoo: Zoo | str | os.PathLike[str], archive_path: str | os.PathLik
     return ImportReport(added=tuple(added), skipped=tuple(skipped), records_added=records_added)
 
 
-def _check_records(zoo: Zoo | None, records: list[TransferRecord], archive_ids: set[str], archive: Path) -> None:
+def _check_records(zoo: Zoo | None, records: list[TransferRecord], archive_ids: set[str], archive: Path | str) -> None:
     """Refuse duplicate records, records of unknown models and ids stored for another fine-tune."""
     seen: set[str] = set()
     for record in records:
@@ -353,7 +356,7 @@ def _check_records(zoo: Zoo | None, records: list[TransferRecord], archive_ids: 
                 )
 
 
-def _read_weights(tar: tarfile.TarFile, member: tarfile.TarInfo, entry: ZooEntry, archive: Path) -> bytes:
+def _read_weights(tar: tarfile.TarFile, member: tarfile.TarInfo, entry: ZooEntry, archive: Path | str) -> bytes:
     """The bytes of ``entry``'s weights member, after checking its size, sha256 and safetensors format.
 
     The size is checked against :data:`MAX_BYTES_PER_PARAM` before anything is read; the sha256 is
