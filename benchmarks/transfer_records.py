@@ -120,7 +120,8 @@ def write(results: dict) -> None:
             lines.append(f"| {w} | {r['seconds']} | {r['fine_tunes_per_minute']} | {r['load_average_before']} | {r['failed']} |")
         lines += ["", f"2 workers over 1: **{t['speedup_2_over_1']}x** (goal 1.7x).", ""]
     for i, f in enumerate(runs):
-        load = f" median load average {f['median_load_average']}." if f.get("median_load_average") else ""
+        load = (f" Median load average {f['median_load_average']}." if f.get("median_load_average")
+                else " Load not measured; other work shared the machine.")
         lines += [f"{'Full run' if i == 0 else 'Extension'} ({f.get('date')}, `{f.get('command', 'phase full')}`): "
                   f"{f['added']} fine-tunes recorded ({f['skipped']} already there, {len(f['failed'])} failed) in "
                   f"**{f['seconds'] / 60:.1f} minutes** with {f['workers']} workers (goal: >= 40 models x >= 60 targets "
