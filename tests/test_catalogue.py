@@ -120,6 +120,15 @@ def test_missing_source_says_how_to_install(monkeypatch):
         load_builtin("digits-missing")
 
 
+def test_npm_sources_moved_with_tans_home_name_tans_sources(tmp_path, monkeypatch):
+    monkeypatch.setenv("TANS_SOURCES", str(tmp_path / "empty"))  # as if only TANS_HOME had been set
+    for name in ("emoji-activities", "mnist-0-4"):
+        assert not get_task(name).installed()
+        with pytest.raises(TansError, match=r"not installed on this machine; .*into \$TANS_SOURCES, default "
+                                            r"\$TANS_HOME/sources\), or set TANS_SOURCES to the folder it filled"):
+            load_builtin(name)
+
+
 def test_bad_override_is_a_tans_error():
     with pytest.raises(TansError, match="bad loader argument"):
         load_builtin("digits", cache=False, per_class=3)

@@ -44,6 +44,19 @@ def test_inspect_reports_unreadable_files(capsys, tmp_path):
     assert code == 0 and "problem" in out
 
 
+def test_inspect_summarises_sizes_and_states_the_working_resolution(capsys, tmp_path):
+    sizes = {"a": [(8, 6), (12, 9), (20, 10)], "b": [(30, 40), (16, 12), (8, 6)]}  # width, height
+    for c, shapes in sizes.items():
+        (tmp_path / c).mkdir()
+        for i, (w, h) in enumerate(shapes):
+            Image.fromarray(np.full((h, w), 40 * i, np.uint8)).save(tmp_path / c / f"{i}.png")
+    code, out, _ = run(capsys, "data", "inspect", str(tmp_path))
+    text = " ".join(out.split())  # as one line, whatever the terminal width
+    assert code == 0
+    assert ("sizes (min / median / max): width 8 / 14 / 30, height 6 / 9.5 / 40 px, 5 distinct; "
+            "images are resized to 32x32 RGB") in text
+
+
 @pytest.mark.parametrize("classes", [{}, {"a": 3}, {"a": 0, "b": 0}, {"a": 3, "b": 1}],
                          ids=["empty", "one class", "no images", "too small to split"])
 def test_inspect_exits_2_on_a_dataset_that_finetune_refuses(capsys, tmp_path, classes):

@@ -129,6 +129,7 @@ def test_search_table_fits_100_columns(records_zoo, fitted_searcher, screen, cap
     rows = _table_lines(out, [r["id"] for r in found])
     assert all(f"{r['predicted_acc']:.1%}" in row for r, row in zip(found, rows, strict=True))
     assert "logme" in out and f"next: tans finetune digits-5-9 --model {found[0]['id']}" in out
+    assert "; images are resized to 32x32 RGB." in " ".join(out.split())
     monkeypatch.setattr(_output.console, "width", 250)  # --wide rows wrap on narrow screens
     code, out, _ = run(capsys, *args, "--wide")
     assert code == 0 and found[0]["arch"] in out and "stage1_acc" in out

@@ -93,6 +93,12 @@ def human_count(value: float | None) -> str | None:
     return f"{value:g}"
 
 
+def resize_note(working_format) -> str:
+    """``images are resized to 32x32 RGB``: what the networks see of a dataset (a zoo's working format)."""
+    size, colour = working_format.size, "RGB" if working_format.channels == 3 else "grey"
+    return f"images are resized to {size}x{size} {colour}"
+
+
 def percent(value: float | None) -> str | None:
     """``96.3%`` for 0.963 (None and NaN stay unknown)."""
     return None if value is None or math.isnan(value) else f"{value:.1%}"

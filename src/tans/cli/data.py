@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from tans._errors import TansError
-from tans.cli._output import console, print_json, print_table
+from tans.cli._output import console, print_json, print_table, resize_note
 from tans.cli._progress import progress_bar
 
 app = typer.Typer(help="Built-in tasks and user datasets.", no_args_is_help=True)
@@ -94,11 +94,26 @@ def inspect_cmd(
         raise typer.Exit(2)
 
 
+def size_summary(sizes: dict[str, int]) -> str:
+    """``sizes (min / median / max): width 28 / 64 / 300, height 28 / 48 / 200 px, 3 distinct`` from
+    ``{"WxH": images}`` (the report's ``sizes``)."""
+    import numpy as np
+
+    if not sizes:
+        return "sizes: no readable image"
+    counts = list(sizes.values())
+    widths, heights = (np.repeat([int(k.split("x")[i]) for k in sizes], counts) for i in (0, 1))
+    width, height = (" / ".join(f"{v:g}" for v in (a.min(), np.median(a), a.max())) for a in (widths, heights))
+    return f"sizes (min / median / max): width {width}, height {height} px, {len(sizes)} distinct"
+
+
 def _print_report(report: dict) -> None:
+    from tans.data.transforms import WorkingFormat
+
     console.print(f"[bold]{report['path']}[/] ({report['format']}): {len(report['classes'])} classes, "
                   f"{report['images']} images")
     print_table([{"class": c, "images": n} for c, n in report["counts"].items()], ["class", "images"])
-    console.print("sizes: " + ", ".join(f"{k} x{v}" for k, v in report["sizes"].items()))
+    console.print(f"{size_summary(report['sizes'])}; {resize_note(WorkingFormat())} (all sizes: --json)")
     console.print("modes: " + ", ".join(f"{k} x{v}" for k, v in report["modes"].items()))
     if not report["problems"]:
         console.print("[green]no problems found[/]")

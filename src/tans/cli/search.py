@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from tans.cli._output import console, print_json, print_table, screen_row
+from tans.cli._output import console, print_json, print_table, resize_note, screen_row
 
 COLUMNS = ["rank", "id", "arch", "task", "predicted_acc", "stage1_acc", "logme", "ncm", "finetune_val_acc", "params",
            "flops", "latency_ms"]  # --wide
@@ -39,8 +39,10 @@ def search(
     fine-tunes them briefly, halving the field each round, and ranks by validation accuracy.
     """
     from tans._api import search as run_search
+    from tans.finetune.finetune import open_zoo
 
-    result = run_search(dataset, zoo=zoo, searcher=searcher, max_params=max_params, max_flops=max_flops,
+    store = open_zoo(zoo)
+    result = run_search(dataset, zoo=store, searcher=searcher, max_params=max_params, max_flops=max_flops,
                         max_latency_ms=max_latency_ms, top_k=top_k, fast=fast, shortlist=shortlist, probe_k=probe_k,
                         finetune_budget=finetune_budget)
     if as_json:
@@ -59,8 +61,8 @@ def search(
         f"{result.shortlist} ranked by stage 1 from {result.query_images} query images"
         + (f", top {result.probed} probed by stage 2" if result.probed else " (stage 1 only)")
         + (f", {result.finetunes} short fine-tunes by stage 3 ({result.seconds['finetune']:.0f} s)" if result.finetunes else "")
-        + f"; search took {result.seconds['total'] * 1000:.0f} ms. predicted_acc: expected test accuracy after "
-        "the records' fine-tuning recipe."
+        + f"; search took {result.seconds['total'] * 1000:.0f} ms; {resize_note(store.working_format)}. "
+        "predicted_acc: expected test accuracy after the records' fine-tuning recipe."
     )
     # one line whatever the width (the terminal wraps it), so it copies as one command
     console.print(f"next: tans finetune {dataset} --model {result.best.id}" + (f" --zoo {zoo}" if zoo else ""),

