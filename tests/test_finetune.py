@@ -1,6 +1,7 @@
 """Fine-tuning: zoo weights really used, a new head, from scratch, save/load, ONNX, curves, `tans finetune`."""
 
 import json
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -278,6 +279,21 @@ def test_cli_bad_inputs_exit_2_with_one_line(capsys, zoo, entry, args, message):
     code, stdout, err = run(capsys, *argv)
     assert code == 2 and stdout == ""
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_onnx_export_without_the_onnx_package_names_the_extra(capsys, zoo, entry, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as if tans were installed without tans[onnx]
+    extra = "needs the 'onnx' package, which is not installed; run: pip install 'tans[onnx]'."
+    with pytest.raises(TansError, match=re.escape(extra)):
+        export_onnx(torch.nn.Linear(2, 2), tmp_path / "x.onnx")
+    out = tmp_path / "ft"
+    for argv in (("finetune", "digits-5-9", "--model", entry.id, "--zoo", zoo.path, "--out", out, "--onnx"),
+                 ("zoo", "export-onnx", entry.id, "--out", tmp_path / "x.onnx", "--zoo", zoo.path)):
+        code, stdout, err = run(capsys, *argv)
+        assert code == 2 and stdout == "" and extra in err and err.count("\n") == 1
+    assert not out.exists() and not (tmp_path / "x.onnx").exists()  # refused before training or writing
 
 
 def test_cli_refuses_classes_too_small_to_split_before_writing(capsys, zoo, entry, image_folder, tmp_path):

@@ -108,7 +108,7 @@ def ray_map(fn: Callable[..., Any], items: Iterable[Any], *args: Any, address: s
     try:
         import ray
     except ImportError:
-        raise TansError("Ray is not installed; run: pip install 'ray[default]' (or pip install -e '.[ray]').") from None
+        raise TansError("Ray is not installed; run: pip install 'tans[ray]' (or bash scripts/setup.sh --ray).") from None
     if not ray.is_initialized():
         try:
             if address == "local":

@@ -30,6 +30,10 @@ def finetune_cmd(
     from tans.finetune.finetune import open_zoo
 
     recipe = finetune_recipe(epochs, seed=seed)  # checks --epochs before any loading
+    if onnx:
+        from tans.finetune.export import check_exporter
+
+        check_exporter()  # the onnx package (tans[onnx]) before training, not after
     store = open_zoo(zoo)
     entry = store.get(model)
     data = load_dataset(dataset)

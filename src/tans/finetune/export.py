@@ -31,7 +31,8 @@ from tans.training.loop import INPUT_MEAN, INPUT_STD, to_input
 if TYPE_CHECKING:
     from tans.finetune.finetune import FinetuneResult
 
-__all__ = ["FinetunedMeta", "FinetunedModel", "save_finetuned", "load_finetuned", "export_onnx", "EXPORTERS"]
+__all__ = ["FinetunedMeta", "FinetunedModel", "save_finetuned", "load_finetuned", "export_onnx", "check_exporter",
+           "EXPORTERS"]
 
 FORMAT = "tans-finetuned"
 FORMAT_VERSION = 1
@@ -293,6 +294,32 @@ def load_finetuned(path: str | os.PathLike[str]) -> FinetunedModel:
     return FinetunedModel(model=model.eval(), meta=meta, path=root)
 
 
+def check_exporter(exporter: str = "torchscript") -> None:
+    """Refuse an unknown ONNX exporter, or one whose packages are not installed (``onnx`` is the
+    ``tans[onnx]`` extra), before any work that would end in an export.
+
+    Raises
+    ------
+    TansError
+        Naming the exporters, or the command that installs what is missing.
+    """
+    if exporter not in EXPORTERS:
+        from tans._errors import did_you_mean
+
+        raise TansError(
+            f"unknown ONNX exporter {exporter!r}; expected one of {', '.join(EXPORTERS)}."
+            + did_you_mean(exporter, EXPORTERS)
+        )
+    for package in ["onnx"] + (["onnxscript"] if exporter == "dynamo" else []):
+        try:
+            __import__(package)
+        except ImportError:
+            raise TansError(
+                f"ONNX export with the {exporter} exporter needs the '{package}' package, which is not installed; "
+                "run: pip install 'tans[onnx]'" + (" onnxscript" if exporter == "dynamo" else "") + "."
+            ) from None
+
+
 def export_onnx(
     model: nn.Module,
     path: str | os.PathLike[str],
@@ -330,22 +357,7 @@ def export_onnx(
     TansError
         For an unknown exporter, a missing exporter package, or a model the exporter cannot trace.
     """
-    if exporter not in EXPORTERS:
-        from tans._errors import did_you_mean
-
-        raise TansError(
-            f"unknown ONNX exporter {exporter!r}; expected one of {', '.join(EXPORTERS)}."
-            + did_you_mean(exporter, EXPORTERS)
-        )
-    needed = ["onnx"] + (["onnxscript"] if exporter == "dynamo" else [])
-    for package in needed:
-        try:
-            __import__(package)
-        except ImportError:
-            raise TansError(
-                f"ONNX export with the {exporter} exporter needs the '{package}' package, which is not installed; "
-                f"run 'pip install {' '.join(needed)}'."
-            ) from None
+    check_exporter(exporter)
     out = Path(path).expanduser()
     out.parent.mkdir(parents=True, exist_ok=True)
     was_training = model.training
