@@ -11,13 +11,13 @@ Rerun (on a machine with CUDA): python benchmarks/cuda_check.py --out cuda-check
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from tans._json import dumps
 from tans.finetune import finetune_and_scratch
 from tans.searcher import Searcher
 from tans.training import Recipe
@@ -71,8 +71,8 @@ def main() -> None:
                               "scratch_test_acc": comparison.scratch.test_acc,
                               "device": comparison.pretrained.train.device,
                               "seconds": round(comparison.pretrained.wall_seconds + comparison.scratch.wall_seconds, 1)}
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    args.out.write_text(dumps(report, indent=2) + "\n")
+    print(dumps(report, indent=2))
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ import faiss
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from tans._json import dumps
 from tans.index import make_index
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -277,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "retrieval_scaling.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / "retrieval_scaling.json").write_text(dumps(results, indent=2) + "\n")
     write_markdown(results, args.out / "retrieval_scaling.md")
     write_plot(results, args.out / "retrieval_scaling.png")
     print(f"goal met: {goal['met']} ({goal['ms_per_query']:.3f} ms, recall@{args.k} {goal['recall_at_k']:.3f}); wrote {args.out}")

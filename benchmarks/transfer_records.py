@@ -33,6 +33,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+from tans._json import dumps
 from tans.zoo import Zoo
 from tans.zoo.transfer import TransferConfig, run_transfers
 
@@ -108,7 +109,7 @@ def write(results: dict) -> None:
     runs = merged.get("full_runs", []) + results.pop("full_runs", [])
     merged.update(results)
     merged["full_runs"] = runs
-    path.write_text(json.dumps(merged, indent=2, allow_nan=False) + "\n")
+    path.write_text(dumps(merged, indent=2) + "\n")
     lines = ["# Transfer records: speed and size", "",
              f"Machine: {merged.get('machine')}. Config: `{merged.get('config_file')}`.", ""]
     if "throughput" in merged:

@@ -27,6 +27,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from tans._json import dumps
 from tans.zoo import Zoo
 from tans.zoo.build import BuildConfig, build_zoo
 
@@ -102,7 +103,7 @@ def full(config: BuildConfig, zoo_dir: Path, workers: int) -> dict:
 
 def write(results: dict) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "zoo_build.json").write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS / "zoo_build.json").write_text(dumps(results, indent=2) + "\n")
     lines = ["# Zoo build: speed and quality", "",
              f"Machine: {results['machine']}. Config: `{results['config']}`.", ""]
     if "throughput" in results:
@@ -152,7 +153,7 @@ def main() -> None:
     if args.phase in ("full", "both"):
         results["full"] = {**full(config, args.zoo, args.workers), "measured": stamp}
         write(results)
-    print(json.dumps(results, indent=2))
+    print(dumps(results, indent=2))
 
 
 if __name__ == "__main__":

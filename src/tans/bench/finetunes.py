@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tans._atomic import write_bytes
 from tans._errors import TansError
+from tans._json import dumps
 from tans._parallel import map_unordered
 from tans.zoo.transfer import transfer_recipe
 
@@ -74,12 +76,10 @@ class FinetuneCache:
             return None
 
     def put(self, job: FinetuneJob, record: dict[str, Any]) -> None:
-        """Store a result atomically (write a temporary file, then rename)."""
+        """Store a result atomically (a temporary file renamed over it); never NaN in the JSON."""
         path = self.path(job)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
-        os.replace(tmp, path)
+        write_bytes(path, dumps(record, indent=1, digits=None).encode())
 
 
 def _run_one(job: FinetuneJob, zoo_path: str, cache: FinetuneCache) -> tuple[FinetuneJob, dict | None, str | None]:
