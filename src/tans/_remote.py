@@ -88,12 +88,13 @@ def read_bytes(location: Location) -> bytes:
 
 @contextmanager
 def local_copy(location: Location) -> Iterator[Path]:
-    """A local file with the content of ``location``: the file itself when local, else a downloaded copy.
+    """A local file with the content of ``location``: the path itself when local (whether or not a file
+    is there), else a downloaded copy.
 
     Raises
     ------
     FileNotFoundError
-        When there is no file at ``location``.
+        When there is no file at the URL ``location``.
     """
     fs, path = resolve(location)
     if fs is None:
