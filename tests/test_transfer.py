@@ -205,6 +205,15 @@ def test_two_workers_return_every_unit_once(two_models):
     assert sorted(r.id for r in two_models.transfers()) == sorted(u.id for u in units)
 
 
+def test_a_unit_claimed_by_another_run_is_left_to_it(two_models):
+    config = TransferConfig(targets=("mnist-0-4",), **TINY)
+    first, second = (u.id for u in plan_transfers(two_models, config)[0])
+    two_models.claim(first, "elsewhere/1/aa", lease_s=60)  # a live run on another machine holds it
+    report = run_transfers(two_models, config, workers=1)
+    assert report.held == 1 and report.added == [second] and report.to_dict()["held"] == 1
+    assert [r.id for r in two_models.transfers()] == [second]
+
+
 # ------------------------------------------------------------------------------------- CLI
 def test_cli_zoo_transfer_json(two_models, capsys, tmp_path):
     config = tmp_path / "transfer.json"

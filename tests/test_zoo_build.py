@@ -261,3 +261,58 @@ def test_cli_import_of_a_non_archive_and_zero_workers_are_one_line(tmp_path, cap
     assert code == 2 and "not a tar file" in err and err.count("\n") == 1
     code, _, err = run(capsys, "zoo", "build", "--tasks", "digits-0-4", "--workers", "0", "--zoo", tmp_path / "z2")
     assert code == 2 and "workers must be at least 1" in err
+
+
+def test_two_concurrent_builders_train_each_unit_once(tmp_path, monkeypatch):
+    """Two builders of one zoo (threads, each with its own store connection) split the units."""
+    import collections
+    import threading
+
+    import tans.zoo.build as build
+
+    real, calls, lock = build.train_unit, collections.Counter(), threading.Lock()
+    started, first_call = threading.Barrier(2, timeout=120), threading.local()
+
+    def counted(unit, config):
+        with lock:
+            calls[unit.id] += 1
+        if not getattr(first_call, "seen", False):  # both builders are training before either goes on
+            first_call.seen = True
+            started.wait()
+        return real(unit, config)
+
+    monkeypatch.setattr(build, "train_unit", counted)
+    config = tiny_config()
+    Zoo.create(tmp_path / "zoo")
+    reports = [None, None]
+
+    def builder(i):
+        reports[i] = build_zoo(Zoo.open(tmp_path / "zoo"), config, workers=1)
+
+    threads = [threading.Thread(target=builder, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    units = {u.id for u in plan_units(config)}
+    assert set(calls) == units and max(calls.values()) == 1, calls  # before: every unit trained twice
+    built = [set(r.built) for r in reports]
+    assert built[0] | built[1] == units and not built[0] & built[1] and all(built)
+    zoo = Zoo.open(tmp_path / "zoo")
+    assert set(zoo.ids()) == units and zoo.verify().ok
+
+
+def test_a_unit_under_a_live_claim_is_left_to_its_builder_and_taken_over_after_expiry(tmp_path, capsys):
+    config_file = tmp_path / "zoo.json"
+    config_file.write_text(json.dumps({"tasks": ["digits-0-4"], "num_archs": 3, "archs_per_task": 2,
+                                       "latency_repeats": 2, "recipe": TINY_RECIPE.to_dict()}))
+    config = BuildConfig.from_file(config_file)
+    first, second = (u.id for u in plan_units(config))
+    zoo = Zoo.create(tmp_path / "zoo")
+    zoo.claim(first, "elsewhere/1/aa", lease_s=2)  # a builder on another machine, still renewing
+    code, out, _ = run(capsys, "zoo", "build", "--config", config_file, "--zoo", tmp_path / "zoo", "--workers", 1)
+    assert code == 0 and "built 1," in out and "1 being built by another builder" in out
+    assert zoo.ids() == [second]
+    time.sleep(2)  # it stopped renewing: the lease expires
+    report = build_zoo(zoo, config, workers=1)
+    assert report.built == [first] and report.held == 0 and report.skipped == 1

@@ -606,3 +606,29 @@ def test_import_refuses_non_tar_and_conflicting_ids(tmp_path, good_archive):
     with pytest.raises(TansError, match="different build unit"):
         import_zoo(zoo, good_archive)
     assert len(zoo) == 1
+
+
+def test_claims_split_units_and_are_taken_over_when_their_builder_is_gone(tmp_path):
+    import socket
+
+    zoo = Zoo.create(tmp_path / "zoo")
+    me, other_host = "here/1/aa", "elsewhere/1/bb"  # another machine: only the lease's expiry counts
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    dead = f"{socket.gethostname()}/{finished.pid}/cc"  # a builder of this host whose process is gone
+    assert zoo.claim("u1", other_host, lease_s=60) == "claimed"
+    assert zoo.claim("u1", me, lease_s=60) == "held"  # a live lease is respected
+    assert zoo.claim("u1", other_host, lease_s=60) == "claimed"  # its owner may claim again
+    assert zoo.claim("u2", other_host, lease_s=-1) == "claimed"
+    assert zoo.claim("u2", me, lease_s=60) == "claimed"  # expired: taken over
+    assert zoo.claim("u3", dead, lease_s=60) == "claimed"
+    assert zoo.claim("u3", me, lease_s=60) == "claimed"  # its builder died: taken over at once
+    assert zoo.claim("u4", other_host, lease_s=-1) == "claimed"
+    assert zoo.renew_claims(other_host, lease_s=60) == 2  # u1 and u4
+    assert zoo.claim("u4", me, lease_s=60) == "held"  # renewed
+    zoo.release_claims(other_host)
+    assert zoo.claim("u4", me, lease_s=60) == "claimed"
+    entry = make_entry(0)
+    assert zoo.claim(entry.id, other_host, lease_s=60) == "claimed"
+    zoo.add(entry, make_state(0))
+    assert zoo.claim(entry.id, me, lease_s=60) == "done"  # a stored unit is never claimed again

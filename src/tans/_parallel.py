@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import sys
@@ -12,7 +13,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from multiprocessing import get_context
 from typing import Any
 
-__all__ = ["map_unordered", "ray_map"]
+__all__ = ["map_jobs", "map_unordered", "ray_map"]
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -59,18 +60,21 @@ def map_unordered(fn: Callable[..., Any], items: Iterable[Any], *args: Any, work
     this process (restoring its thread count afterwards); more use a spawned process pool (forking
     a process that has started torch's thread pools can deadlock) with at most two jobs per worker
     in flight, so an interrupted run loses little finished work, and workers that exit when this
-    process dies, however it dies. ``fn`` must not raise.
+    process dies, however it dies. ``fn`` must not raise. ``items`` is drawn lazily, one item when
+    a job is started (a builder claims a unit only then); the pool starts only when there is one.
     """
-    items = list(items)
-    if not items:
+    queue = iter(items)
+    first = next(queue, _END)
+    if first is _END:
         return
+    queue = itertools.chain([first], queue)
     if workers <= 1:
         import torch
 
         before = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            for item in items:
+            for item in queue:
                 yield fn(item, *args)
         finally:
             torch.set_num_threads(before)
@@ -78,9 +82,8 @@ def map_unordered(fn: Callable[..., Any], items: Iterable[Any], *args: Any, work
     with ProcessPoolExecutor(
         workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(os.getpid(),)
     ) as pool:
-        queue = iter(items)
         # range first: zip stops on it without drawing (and dropping) one more item from the queue
-        pending: set[Future] = {pool.submit(fn, item, *args) for _, item in zip(range(2 * workers), queue)}
+        pending: set[Future] = {pool.submit(fn, item, *args) for _, item in zip(range(2 * workers), queue, strict=False)}
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
@@ -101,7 +104,8 @@ def ray_map(fn: Callable[..., Any], items: Iterable[Any], *args: Any, address: s
     """Yield ``fn(item, *args)`` for every item, run as Ray tasks (one CPU each), in completion order.
 
     ``address``: ``"auto"`` joins the running cluster, an address joins that one, ``"local"`` starts
-    a local Ray instance. Results travel back to this process. ``fn`` must not raise.
+    a local Ray instance. Results travel back to this process. ``fn`` must not raise. At most two
+    tasks per cluster CPU are in flight; ``items`` is drawn lazily, one item when a task is submitted.
     """
     from tans._errors import TansError
 
@@ -121,7 +125,36 @@ def ray_map(fn: Callable[..., Any], items: Iterable[Any], *args: Any, address: s
                 "or pass --ray local."
             ) from None
     remote = ray.remote(num_cpus=1)(_ray_call)
-    pending = [remote.remote(fn, item, *args) for item in items]
+    window = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
+    queue = iter(items)
+    pending = [remote.remote(fn, item, *args) for _, item in zip(range(window), queue, strict=False)]
     while pending:
         done, pending = ray.wait(pending, num_returns=1)
         yield ray.get(done[0])
+        nxt = next(queue, _END)
+        if nxt is not _END:
+            pending.append(remote.remote(fn, nxt, *args))
+
+
+def map_jobs(
+    fn: Callable[..., Any], items: Iterable[Any], *args: Any, workers: int | None, ray_address: str | None, count: int
+) -> tuple[Iterator[Any], int, str]:
+    """Pick the executor of a build-like run and start it: Ray tasks, a process pool, or this process.
+
+    Parameters
+    ----------
+    workers : int or None
+        Local processes (default: every core), at most ``count`` (how many items there may be).
+    ray_address : str or None
+        Run on Ray (see :func:`ray_map`) instead.
+
+    Returns
+    -------
+    (iterator, int, str)
+        The results as :func:`map_unordered` yields them, the worker count, and the executor's name.
+    """
+    if ray_address is not None:
+        return ray_map(fn, items, *args, address=ray_address), 1, f"ray ({ray_address})"
+    workers = min(workers or os.cpu_count() or 1, max(count, 1))
+    executor = "in-process" if workers == 1 else "process pool"
+    return map_unordered(fn, items, *args, workers=workers), workers, executor

@@ -95,10 +95,15 @@ def build_cmd(
             f"in {report.seconds:.0f} s with {report.workers} {report.executor} worker(s): "
             f"{report.models_per_hour:.0f} models/hour, {report.images_per_second:.0f} training images/s. Zoo: {path}"
         )
+        if report.held:
+            console.print(_HELD.format(report.held))
         for reason in report.failed.values():
             console.print(f"[red]failed[/] {reason}")
     if report.failed:
         raise typer.Exit(1)
+
+
+_HELD = "{} being built by another builder of this zoo (left to it); run again after it ends to pick up any it leaves."
 
 
 @app.command("transfer")
@@ -146,6 +151,8 @@ def transfer_cmd(
             f"{report.workers} {report.executor} worker(s); the zoo holds {store.transfer_count()} records. "
             f"Next: tans meta-train --zoo {store.path}"
         )
+        if report.held:
+            console.print(_HELD.format(report.held))
         for reason in report.failed.values():
             console.print(f"[red]failed[/] {reason}")
     if report.failed:

@@ -6,7 +6,8 @@ them to the zoo, with a reference to each task (so the zoo can load it again), s
 function serves a local process pool and Ray tasks on a cluster (whose workers may not share the
 zoo's file system). Unit ids are derived from their content (:func:`tans.zoo.entry.unit_key`), so
 a build started again skips what is already stored: a build killed at any moment resumes with no
-duplicate and no half-written entry.
+duplicate and no half-written entry. The driver claims each unit in the zoo when it hands it out
+(:mod:`tans.zoo.claims`), so two builders of one zoo split the units instead of both training each.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ import numpy as np
 
 from tans._config import check_keys, read_config_file
 from tans._errors import TansError
-from tans._parallel import map_unordered, ray_map
+from tans._parallel import map_jobs
 from tans.data.transforms import WorkingFormat
 from tans.training.recipe import Recipe
+from tans.zoo.claims import Claims
 from tans.zoo.entry import ZooEntry, unit_key
 from tans.zoo.records import TaskRef
 from tans.zoo.store import Zoo
@@ -131,7 +133,8 @@ class BuildReport:
     """What a build did and how fast."""
 
     planned: int = 0
-    skipped: int = 0  # already in the zoo (a resumed build)
+    skipped: int = 0  # already in the zoo (a resumed build, or stored by another builder meanwhile)
+    held: int = 0  # being built by another builder (its claim is live)
     built: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # unit id -> one-line reason
     seconds: float = 0.0
@@ -151,6 +154,7 @@ class BuildReport:
         return {
             "planned": self.planned,
             "skipped": self.skipped,
+            "held": self.held,
             "built": len(self.built),
             "failed": self.failed,
             "seconds": round(self.seconds, 2),
@@ -338,33 +342,29 @@ def build_zoo(
         if fingerprint not in registered:  # entries of an older build: remember their task now
             zoo.register_task(tasks[fingerprint])
             registered.add(fingerprint)
-    todo = [u for u in units if u.id not in stored][:max_units]
-    report = BuildReport(planned=len(units), skipped=sum(u.id in stored for u in units))
+    todo = [u for u in units if u.id not in stored]
+    report = BuildReport(planned=len(units), skipped=len(units) - len(todo))
     if on_plan is not None:
-        on_plan(len(todo), report.skipped)
-
-    if ray_address is not None:
-        report.executor = f"ray ({ray_address})"
-        results = ray_map(_safe_train_unit, todo, config, address=ray_address)
-    else:
-        workers = workers or os.cpu_count() or 1
-        report.workers = min(workers, max(len(todo), 1))
-        report.executor = "in-process" if report.workers == 1 else "process pool"
-        results = map_unordered(_safe_train_unit, todo, config, workers=report.workers)
-
-    for unit, output, failure in results:
-        if output is not None:
-            entry, weights, images = output
-            zoo.add(entry, weights)
-            if unit.task_fingerprint not in registered:  # the driver alone writes the zoo
-                zoo.register_task(tasks[unit.task_fingerprint])
-                registered.add(unit.task_fingerprint)
-            report.built.append(unit.id)
-            report.train_images += images
-        else:
-            report.failed[unit.id] = f"{unit.task} / {unit.arch}: {failure}"
-        report.seconds = time.perf_counter() - start
-        if progress is not None:
-            progress(report, unit, failure)
+        on_plan(len(todo[:max_units]), report.skipped)
+    with Claims(zoo) as claims:
+        claimed = claims.take(todo, limit=max_units)  # lazily: a unit is claimed when a worker takes it
+        results, report.workers, report.executor = map_jobs(
+            _safe_train_unit, claimed, config, workers=workers, ray_address=ray_address, count=len(todo[:max_units])
+        )
+        for unit, output, failure in results:
+            if output is not None:
+                entry, weights, images = output
+                zoo.add(entry, weights)
+                if unit.task_fingerprint not in registered:  # the driver alone writes the zoo
+                    zoo.register_task(tasks[unit.task_fingerprint])
+                    registered.add(unit.task_fingerprint)
+                report.built.append(unit.id)
+                report.train_images += images
+            else:
+                report.failed[unit.id] = f"{unit.task} / {unit.arch}: {failure}"
+            report.seconds = time.perf_counter() - start
+            if progress is not None:
+                progress(report, unit, failure)
+    report.skipped, report.held = report.skipped + claims.done, claims.held  # found when claiming
     report.seconds = time.perf_counter() - start
     return report

@@ -25,6 +25,9 @@ written in one transaction.
 Concurrency. Writers serialise on SQLite's lock (``BEGIN IMMEDIATE`` with a busy timeout, so a
 second builder waits instead of failing); readers never block in WAL mode. WAL needs a local
 file system: on shared network storage let one process (the build driver) do the writing.
+Builders of one zoo split the work through claims (:meth:`Zoo.claim`, table ``claims``: unit id,
+owner, lease expiry), see :mod:`tans.zoo.claims`. The table is created by the first claim, not by
+a schema upgrade: it is advisory, and a tans that does not know it still reads and writes the zoo.
 
 torch is imported only when tensors are written or read, so listing and verifying stay fast.
 """
@@ -34,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import sqlite3
 import struct
 import time
@@ -130,6 +134,9 @@ CREATE TABLE IF NOT EXISTS tasks (
 """
 
 _SCHEMA = _SCHEMA_V1 + _SCHEMA_V2
+
+# Leases on build and transfer units (see Zoo.claim); expires is a Unix time.
+_CLAIMS_TABLE = "CREATE TABLE IF NOT EXISTS claims (unit TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL)"
 # What upgrades a zoo of schema version v to v + 1.
 _MIGRATIONS = {1: _SCHEMA_V2}
 
@@ -311,6 +318,26 @@ def _canonical_header(data: bytes) -> bytes:
     header = json.dumps(json.loads(data[8 : 8 + size]), sort_keys=True, separators=(",", ":")).encode()
     header += b" " * (-len(header) % 8)  # the data stays 8-byte aligned, as safetensors writes it
     return struct.pack("<Q", len(header)) + header + data[8 + size :]
+
+
+def claim_owner() -> str:
+    """A new owner name for claims: ``host/pid/nonce`` (the nonce tells builders of one process apart)."""
+    return f"{socket.gethostname()}/{os.getpid()}/{os.urandom(4).hex()}"
+
+
+def _owner_alive(owner: str) -> bool:
+    """False when ``owner`` ran on this host in a process that is gone; True when alive or unknown."""
+    host, _, rest = owner.partition("/")
+    pid = rest.partition("/")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return True  # another machine: only the lease's expiry tells
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 @contextmanager
@@ -971,6 +998,55 @@ class Zoo:
     def transfer_count(self) -> int:
         """Number of stored transfer records."""
         return self._connect().execute("SELECT COUNT(*) FROM transfers").fetchone()[0]
+
+    # -- claims --------------------------------------------------------------------------------
+
+    def claim(self, unit_id: str, owner: str, *, lease_s: float) -> str:
+        """Claim a build or transfer unit for ``owner`` until ``lease_s`` seconds from now.
+
+        Parameters
+        ----------
+        unit_id : str
+            The id the unit's entry or transfer record will have.
+        owner : str
+            Who claims, from :func:`claim_owner`.
+        lease_s : float
+            Lease length; :meth:`renew_claims` extends it.
+
+        Returns
+        -------
+        str
+            ``"claimed"`` when ``owner`` now holds the unit (it was free, or its lease expired, or
+            its owner's process on this host is gone, or ``owner`` held it already); ``"done"``
+            when an entry or transfer record with this id is stored; ``"held"`` when another
+            owner holds a live lease.
+        """
+        conn, now = self._connect(), time.time()
+        with _write_transaction(conn):
+            conn.execute(_CLAIMS_TABLE)
+            stored = "SELECT 1 FROM entries WHERE id = ?1 UNION ALL SELECT 1 FROM transfers WHERE id = ?1"
+            if conn.execute(stored, (unit_id,)).fetchone() is not None:
+                conn.execute("DELETE FROM claims WHERE unit = ?", (unit_id,))
+                return "done"
+            row = conn.execute("SELECT owner, expires FROM claims WHERE unit = ?", (unit_id,)).fetchone()
+            if row is not None and row[0] != owner and row[1] > now and _owner_alive(row[0]):
+                return "held"
+            conn.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?)", (unit_id, owner, now + lease_s))
+            return "claimed"
+
+    def renew_claims(self, owner: str, *, lease_s: float) -> int:
+        """Extend every lease of ``owner`` to ``lease_s`` seconds from now; return how many."""
+        conn = self._connect()
+        with _write_transaction(conn):
+            conn.execute(_CLAIMS_TABLE)
+            return conn.execute("UPDATE claims SET expires = ? WHERE owner = ?", (time.time() + lease_s, owner)).rowcount
+
+    def release_claims(self, owner: str) -> None:
+        """Drop every lease of ``owner`` (a builder that ends)."""
+        conn = self._connect()
+        with _write_transaction(conn):
+            conn.execute(_CLAIMS_TABLE)
+            conn.execute("DELETE FROM claims WHERE owner = ?", (owner,))
 
     # -- tasks ---------------------------------------------------------------------------------
 

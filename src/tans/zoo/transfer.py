@@ -5,7 +5,8 @@ not from each model's accuracy on its own source task. :func:`run_transfers` pla
 (model, target, seed), skips the units already recorded, fine-tunes the rest with
 :func:`transfer_recipe` on the same executors as the zoo build (a local process pool or Ray tasks),
 and the driver alone writes each finished record to the zoo in one transaction: a run killed at any
-moment resumes with no duplicate and no half row.
+moment resumes with no duplicate and no half row. Units are claimed in the zoo as they are handed
+out (:mod:`tans.zoo.claims`), so two runs on one zoo split the fine-tunes.
 
 Default targets (:func:`default_targets`): the catalogue tasks of the zoo's own families that are
 not a source task of the zoo, never one of ``exclude`` (a benchmark passes its test datasets and
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -24,7 +25,8 @@ import numpy as np
 
 from tans._config import check_keys, read_config_file
 from tans._errors import TansError
-from tans._parallel import map_unordered, ray_map
+from tans._parallel import map_jobs
+from tans.zoo.claims import Claims
 from tans.zoo.records import TaskRef, TransferRecord, record_key, task_source
 from tans.zoo.store import Zoo
 
@@ -138,7 +140,8 @@ class TransferReport:
     """What a records run did."""
 
     planned: int = 0
-    skipped: int = 0  # already recorded (a resumed run)
+    skipped: int = 0  # already recorded (a resumed run, or by another run meanwhile)
+    held: int = 0  # being fine-tuned by another run (its claim is live)
     added: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # unit id -> "target / model: reason"
     models: int = 0
@@ -151,6 +154,7 @@ class TransferReport:
         return {
             "planned": self.planned,
             "skipped": self.skipped,
+            "held": self.held,
             "added": len(self.added),
             "failed": self.failed,
             "models": self.models,
@@ -376,27 +380,25 @@ def run_transfers(
     for dataset in datasets.values():
         zoo.register_task(TaskRef(dataset.name, dataset.fingerprint, dataset.family, task_source(dataset), dataset.num_classes))
     done = zoo.transfer_ids()
-    todo = [u for u in units if u.id not in done][:max_units]
-    report = TransferReport(planned=len(units), skipped=sum(u.id in done for u in units), models=len(model_ids),
+    todo = [u for u in units if u.id not in done]
+    report = TransferReport(planned=len(units), skipped=len(units) - len(todo), models=len(model_ids),
                             targets=len(datasets))
     if on_plan is not None:
-        on_plan(len(todo), report.skipped)
-    if ray_address is not None:
-        report.executor = f"ray ({ray_address})"
-        results: Iterator = ray_map(_run_unit, todo, str(zoo.path), config, address=ray_address)
-    else:
-        workers = workers or os.cpu_count() or 1
-        report.workers = min(workers, max(len(todo), 1))
-        report.executor = "in-process" if report.workers == 1 else "process pool"
-        results = map_unordered(_run_unit, todo, str(zoo.path), config, workers=report.workers)
-    for unit, record, failure in results:
-        if record is not None:
-            zoo.add_transfer(record)
-            report.added.append(unit.id)
-        else:
-            report.failed[unit.id] = f"{unit.target} / {unit.model_id}: {failure}"
-        report.seconds = time.perf_counter() - start
-        if progress is not None:
-            progress(report, unit, failure)
+        on_plan(len(todo[:max_units]), report.skipped)
+    with Claims(zoo) as claims:
+        claimed = claims.take(todo, limit=max_units)  # lazily: a unit is claimed when a worker takes it
+        results, report.workers, report.executor = map_jobs(
+            _run_unit, claimed, str(zoo.path), config, workers=workers, ray_address=ray_address, count=len(todo[:max_units])
+        )
+        for unit, record, failure in results:
+            if record is not None:
+                zoo.add_transfer(record)
+                report.added.append(unit.id)
+            else:
+                report.failed[unit.id] = f"{unit.target} / {unit.model_id}: {failure}"
+            report.seconds = time.perf_counter() - start
+            if progress is not None:
+                progress(report, unit, failure)
+    report.skipped, report.held = report.skipped + claims.done, claims.held  # found when claiming
     report.seconds = time.perf_counter() - start
     return report

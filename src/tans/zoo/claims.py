@@ -1,0 +1,105 @@
+"""Leases on units, so that several builders of one zoo split the work instead of repeating it.
+
+A builder (``tans zoo build``, ``tans zoo transfer``, in one process or as a Ray driver) claims a
+unit in the zoo (:meth:`tans.zoo.Zoo.claim`) only when it hands the unit to a worker, renews its
+leases from a background thread while it runs, and drops them when it ends. Another builder skips a
+unit under a live lease; takes over a unit whose builder died (its process on this host is gone,
+or its lease, no longer renewed, expired); and never claims a unit already stored. A builder
+killed at any moment leaves at worst a lease that the next builder takes over.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from typing import Protocol, TypeVar
+
+from tans._errors import TansError
+from tans.zoo.store import Zoo, claim_owner
+
+__all__ = ["Claims", "LEASE_S"]
+
+# A lease lasts this long unless renewed; its builder renews it every LEASE_S / 4 seconds.
+LEASE_S = 120.0
+
+
+class _Unit(Protocol):
+    id: str
+
+
+U = TypeVar("U", bound=_Unit)
+
+
+class Claims:
+    """This builder's leases on the units of a zoo; use as a context manager around the build.
+
+    Parameters
+    ----------
+    zoo : Zoo
+        The zoo the units go to.
+    lease_s : float, default LEASE_S
+        Lease length; another builder takes a unit over this long after its builder stopped
+        renewing (at once when that builder's process on this host is gone).
+
+    Attributes
+    ----------
+    done : int
+        Units found stored when claimed (another builder finished them after planning).
+    held : int
+        Units skipped because another live builder holds them.
+    """
+
+    def __init__(self, zoo: Zoo, *, lease_s: float = LEASE_S) -> None:
+        self.zoo, self.lease_s = zoo, lease_s
+        self.owner = claim_owner()
+        self.done = self.held = 0
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+
+    def __enter__(self) -> Claims:
+        self._renewer = threading.Thread(target=self._renew, name="tans-claims", daemon=True)
+        self._renewer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join()
+        self.zoo.release_claims(self.owner)
+
+    def _renew(self) -> None:
+        zoo = None
+        try:
+            while not self._stop.wait(self.lease_s / 4):
+                try:
+                    zoo = zoo or Zoo(self.zoo.path)  # a connection of this thread's own
+                    zoo.renew_claims(self.owner, lease_s=self.lease_s)
+                except (sqlite3.Error, TansError):
+                    pass  # tried again next time; at worst another builder repeats a unit
+        finally:
+            if zoo is not None:
+                zoo.close()
+
+    def take(self, units: Iterable[U], *, limit: int | None = None) -> Iterator[U]:
+        """Yield the units this builder claims, claiming each only when it is drawn.
+
+        Parameters
+        ----------
+        units : iterable
+            Units with an ``id`` (the id of the entry or record they will store).
+        limit : int or None
+            Stop after claiming this many.
+        """
+        taken = 0
+        for unit in units:
+            if limit is not None and taken >= limit:
+                return
+            state = self.zoo.claim(unit.id, self.owner, lease_s=self.lease_s)
+            if state == "claimed":
+                taken += 1
+                yield unit
+            elif state == "done":
+                self.done += 1
+            else:
+                self.held += 1
