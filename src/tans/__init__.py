@@ -14,7 +14,7 @@ Names load on first use (module ``__getattr__``), so ``import tans`` does not im
 
 from importlib import import_module
 
-from tans._errors import TansError, TansWarning
+from tans.errors import ConfigError, DatasetError, SearchError, TansError, TansWarning, ZooError
 
 __version__ = "0.1.0"
 
@@ -31,8 +31,9 @@ _LAZY = {
     "to_working": "tans.data",
 }
 
-__all__ = ["Constraints", "Dataset", "Searcher", "TansError", "TansWarning", "WorkingFormat", "Zoo", "__version__",
-           "finetune", "load_dataset", "load_model", "search", "to_working"]
+__all__ = ["ConfigError", "Constraints", "Dataset", "DatasetError", "SearchError", "Searcher", "TansError", "TansWarning",
+           "WorkingFormat", "Zoo", "ZooError", "__version__", "finetune", "load_dataset", "load_model", "search",
+           "to_working"]
 
 
 def __getattr__(name: str):

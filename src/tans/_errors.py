@@ -1,26 +1,16 @@
-"""One exception type for every problem a user can fix, and close-name suggestions."""
+"""Close-name suggestions for error messages; the error classes live in :mod:`tans.errors`.
+
+``from tans._errors import TansError`` keeps working: the classes are re-exported here.
+"""
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["TansError", "TansWarning", "did_you_mean"]
+from tans.errors import ConfigError, DatasetError, SearchError, TansError, TansWarning, ZooError
 
-
-class TansError(Exception):
-    """A problem with the user's input or environment, explained in one line.
-
-    The message says what was expected, what arrived and how to fix it. The command line prints
-    it without a traceback and exits non-zero.
-    """
-
-
-class TansWarning(UserWarning):
-    """Something was skipped or degraded but the work went on (e.g. unreadable files skipped).
-
-    The command line prints it as one ``warning: ...`` line.
-    """
+__all__ = ["ConfigError", "DatasetError", "SearchError", "TansError", "TansWarning", "ZooError", "did_you_mean"]
 
 
 def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> str:

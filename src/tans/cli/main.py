@@ -1,4 +1,9 @@
-"""Entry point of the ``tans`` command: registers the sub-commands and turns errors into one line."""
+"""Entry point of the ``tans`` command: registers the sub-commands and turns errors into one line.
+
+Exit codes: 0 ok; 2 bad input (any :class:`~tans.errors.TansError`, or a usage error); 1 a failed
+check (``tans zoo verify``) or an internal error, whose traceback ``--debug`` (or ``TANS_DEBUG=1``)
+shows; 130 interrupted.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +25,8 @@ from tans.cli import predict as predict_cmd
 from tans.cli import search as search_cmd
 from tans.cli import zoo as zoo_cmd
 
+_debug = False  # --debug of the current run (reset by main)
+
 app = typer.Typer(
     name="tans",
     help="Task-adaptive neural network search: find the best pretrained network for a new dataset.",
@@ -38,8 +45,11 @@ def _print_version(value: bool) -> None:
 def _options(
     version: Annotated[bool | None, typer.Option("--version", callback=_print_version, is_eager=True,
                                                  help="Print the version and exit.")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an internal error.")] = False,
 ) -> None:
-    pass
+    global _debug
+    _debug = debug
+
 app.add_typer(data_cmd.app, name="data")
 app.command("demo")(demo_cmd.demo)
 app.command("meta-train")(meta_train_cmd.meta_train)
@@ -51,7 +61,9 @@ app.command("bench")(bench_cmd.bench_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit code (0 ok, 2 bad input, 1 internal error)."""
+    """Run the command line; returns the exit code (0 ok, 2 bad input, 1 failed check or internal error)."""
+    global _debug
+    _debug = False
     warnings.showwarning = _show_warning
     try:
         # Standalone mode: typer prints usage errors itself and exits 2 through SystemExit.
@@ -66,20 +78,25 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help, usage errors: typer has already printed
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except Exception as exc:  # last line of defence: no traceback for users
-        if os.environ.get("TANS_DEBUG"):
+        if _debugging():
             raise
-        print(f"error: internal error: {type(exc).__name__}: {exc} (set TANS_DEBUG=1 for a traceback)",
+        print(f"error: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
               file=sys.stderr)
         return 1
     return 0
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """Print tans warnings as one line; other libraries' warnings only with TANS_DEBUG."""
+    """Print tans warnings as one line; other libraries' warnings only with --debug."""
     if issubclass(category, TansWarning):
         print(f"warning: {message}", file=sys.stderr)
-    elif os.environ.get("TANS_DEBUG"):
+    elif _debugging():
         print(f"warning: {category.__name__}: {message} ({filename}:{lineno})", file=sys.stderr)
+
+
+
+def _debugging() -> bool:
+    return _debug or bool(os.environ.get("TANS_DEBUG"))
 
 
 if __name__ == "__main__":

@@ -20,12 +20,12 @@ def load_dataset(name_or_path: str, **kwargs) -> Dataset:
 
     Raises
     ------
-    TansError
+    DatasetError
         When the path does not exist and the name is not a built-in task.
     """
     from pathlib import Path
 
-    from tans._errors import TansError
+    from tans._errors import DatasetError, did_you_mean
     from tans.data import catalogue
     from tans.data.loaders import load_path
 
@@ -37,13 +37,11 @@ def load_dataset(name_or_path: str, **kwargs) -> Dataset:
         return catalogue.load_builtin(name_or_path)
     looks_like_path = any(sep in name_or_path for sep in ("/", "\\")) or path.suffix != ""
     if looks_like_path:
-        raise TansError(
+        raise DatasetError(
             f"No such file or directory: '{name_or_path}'; expected an ImageFolder directory, a .zip, "
             "a .npz or an MNIST IDX file. Check the path."
         )
-    from tans._errors import did_you_mean
-
-    raise TansError(
+    raise DatasetError(
         f"'{name_or_path}' is neither an existing path nor a built-in task name."
         f"{did_you_mean(name_or_path, names)} Run 'tans data list' to see the built-in tasks."
     )

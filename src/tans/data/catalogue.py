@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from tans._errors import TansError, did_you_mean
+from tans._errors import DatasetError, TansError, did_you_mean
 from tans.data.dataset import Dataset
 from tans.data.sources import CACHE_VERSION, cached_dataset, digits, emoji, glyphs, icons, mnist
 from tans.paths import cache_dir
@@ -111,13 +111,13 @@ def register_task(spec: TaskSpec) -> TaskSpec:
 
     Raises
     ------
-    TansError
+    DatasetError
         If the name is taken or the class count is outside 2..50.
     """
     if spec.name in _REGISTRY:
-        raise TansError(f"Built-in task '{spec.name}' is already registered; pick another name.")
+        raise DatasetError(f"Built-in task '{spec.name}' is already registered; pick another name.")
     if not 2 <= spec.num_classes <= 50:
-        raise TansError(f"Built-in task '{spec.name}' must have 2 to 50 classes, got {spec.num_classes}.")
+        raise DatasetError(f"Built-in task '{spec.name}' must have 2 to 50 classes, got {spec.num_classes}.")
     _REGISTRY[spec.name] = replace(spec, kwargs=MappingProxyType(dict(spec.kwargs)))
     return spec
 
@@ -144,13 +144,13 @@ def get_task(name: str) -> TaskSpec:
 
     Raises
     ------
-    TansError
+    DatasetError
         If no task has that name (with close names suggested).
     """
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise TansError(
+        raise DatasetError(
             f"Unknown built-in task '{name}'; `tans data list` shows the {len(_REGISTRY)} tasks."
             + did_you_mean(name, _REGISTRY)
         ) from None
@@ -177,20 +177,20 @@ def load_builtin(name: str, *, cache: bool = True, **overrides: Any) -> Dataset:
 
     Raises
     ------
-    TansError
+    DatasetError
         If the name is unknown, the source is not installed (the message says how to install
         it) or an override is not an argument of the task's loader.
     """
     spec = get_task(name)
     if not spec.installed():
-        raise TansError(f"Built-in task '{name}' needs data that is not installed on this machine; {spec.install_hint}.")
+        raise DatasetError(f"Built-in task '{name}' needs data that is not installed on this machine; {spec.install_hint}.")
     args = {**spec.kwargs, **overrides}
 
     def build() -> Dataset:
         try:
             ds = spec.loader(**args)
         except TypeError as exc:
-            raise TansError(f"Built-in task '{name}': bad loader argument in {sorted(overrides)} ({exc}).") from None
+            raise DatasetError(f"Built-in task '{name}': bad loader argument in {sorted(overrides)} ({exc}).") from None
         return replace(ds, name=spec.name, family=spec.family)
 
     return cached_dataset(spec.cache_key(**overrides), build, cache=cache)

@@ -13,7 +13,7 @@ from functools import cached_property
 
 import numpy as np
 
-from tans._errors import TansError
+from tans._errors import DatasetError
 
 __all__ = ["MIN_IMAGES_PER_CLASS", "SPLITS", "Dataset", "split_problem", "stratified_split"]
 
@@ -67,18 +67,18 @@ class Dataset:
         images, labels = self.images, self.labels
         if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4:
             got = f"{type(images).__name__} {getattr(images, 'dtype', '')} {getattr(images, 'shape', '')}"
-            raise TansError(
+            raise DatasetError(
                 f"Dataset '{self.name}': expected images as a uint8 array (n, height, width, channels), "
                 f"got {got.strip()}; convert with np.asarray(x, dtype=np.uint8) and add a channel axis."
             )
         if images.shape[-1] not in (1, 3):
-            raise TansError(
+            raise DatasetError(
                 f"Dataset '{self.name}': expected 1 or 3 channels, got {images.shape[-1]}; "
                 "drop alpha or convert to grey/RGB first."
             )
         labels = np.asarray(labels)
         if labels.ndim != 1 or len(labels) != len(images) or not np.issubdtype(labels.dtype, np.integer):
-            raise TansError(
+            raise DatasetError(
                 f"Dataset '{self.name}': expected {len(images)} integer labels, got {labels.dtype} "
                 f"of shape {labels.shape}."
             )
@@ -86,19 +86,19 @@ class Dataset:
         object.__setattr__(self, "class_names", tuple(str(c) for c in self.class_names))
         n_classes = len(self.class_names)
         if len(images) == 0:
-            raise TansError(f"Dataset '{self.name}': expected at least one image, got none.")
+            raise DatasetError(f"Dataset '{self.name}': expected at least one image, got none.")
         if labels.min() < 0 or labels.max() >= n_classes:
-            raise TansError(
+            raise DatasetError(
                 f"Dataset '{self.name}': labels must lie in [0, {n_classes}) for {n_classes} class "
                 f"names, got range [{labels.min()}, {labels.max()}]."
             )
         if n_classes < 2:
-            raise TansError(
+            raise DatasetError(
                 f"Dataset '{self.name}': a classification task needs at least 2 classes, got "
                 f"{n_classes}; add images of another class."
             )
         if len(set(self.class_names)) != n_classes:
-            raise TansError(f"Dataset '{self.name}': class names must be unique, got {self.class_names}.")
+            raise DatasetError(f"Dataset '{self.name}': class names must be unique, got {self.class_names}.")
 
     # ------------------------------------------------------------------ facts
     def __len__(self) -> int:
@@ -158,17 +158,17 @@ class Dataset:
 
         Raises
         ------
-        TansError
+        DatasetError
             Naming the first class short of images and how many it needs (see :func:`split_problem`).
         """
         problem = split_problem(self.labels, self.splits(), self.class_names)
         if problem:
-            raise TansError(f"Dataset '{self.name}': {problem}")
+            raise DatasetError(f"Dataset '{self.name}': {problem}")
 
     def split(self, which: str) -> Dataset:
         """One split as a :class:`Dataset` (``which`` is ``train``, ``val`` or ``test``)."""
         if which not in SPLITS:
-            raise TansError(f"Unknown split '{which}': expected one of {', '.join(SPLITS)}.")
+            raise DatasetError(f"Unknown split '{which}': expected one of {', '.join(SPLITS)}.")
         return self.subset(self.splits()[which], name=f"{self.name}:{which}")
 
     def select_classes(self, classes: list[int] | range, name: str | None = None) -> Dataset:
@@ -241,7 +241,7 @@ def stratified_split(
     more also get at least one in ``val`` and ``test``, so no split misses a class it could have.
     """
     if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6:
-        raise TansError(f"Split fractions must be three non-negative numbers summing to 1, got {fractions}.")
+        raise DatasetError(f"Split fractions must be three non-negative numbers summing to 1, got {fractions}.")
     rng = np.random.default_rng(seed)
     parts: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
     for c in np.unique(labels):

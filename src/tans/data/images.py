@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from tans._errors import TansError
+from tans._errors import DatasetError
 
 __all__ = [
     "MAX_PIXELS",
@@ -68,7 +68,7 @@ class SkipReason(StrEnum):
     UNREADABLE = "unreadable"  # permission denied, broken link, unsupported mode
 
 
-class UnreadableImageError(TansError):
+class UnreadableImageError(DatasetError):
     """One file that cannot be decoded, with the reason as a :class:`SkipReason`."""
 
     def __init__(self, path: str | os.PathLike, reason: SkipReason, detail: str = "") -> None:

@@ -74,7 +74,7 @@ def inspect_path(
 
     Raises
     ------
-    TansError
+    DatasetError
         When the path does not exist, is not a dataset format, or is an unsafe or damaged
         archive / array file.
     """

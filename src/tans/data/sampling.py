@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tans._errors import TansError
+from tans._errors import DatasetError
 
 __all__ = ["balanced_indices"]
 
@@ -30,7 +30,7 @@ def balanced_indices(labels: np.ndarray, per_class: int, seed: int | np.random.G
         ``(m,)`` int64 indices into ``labels``, ``m <= per_class * num_classes``.
     """
     if per_class < 1:
-        raise TansError(f"per_class must be at least 1, got {per_class}.")
+        raise DatasetError(f"per_class must be at least 1, got {per_class}.")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     labels = np.asarray(labels)
     chosen = []

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from tans._atomic import new_file
-from tans._errors import TansError
+from tans._errors import DatasetError
 from tans.data.dataset import Dataset
 from tans.paths import cache_dir
 
@@ -33,9 +33,9 @@ class WorkingFormat:
 
     def __post_init__(self) -> None:
         if self.channels not in (1, 3):
-            raise TansError(f"Working channels must be 1 or 3, got {self.channels}.")
+            raise DatasetError(f"Working channels must be 1 or 3, got {self.channels}.")
         if not 4 <= self.size <= 1024:
-            raise TansError(f"Working size must be between 4 and 1024 pixels, got {self.size}.")
+            raise DatasetError(f"Working size must be between 4 and 1024 pixels, got {self.size}.")
 
     @property
     def key(self) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tans._errors import TansError, did_you_mean
+from tans._errors import DatasetError, did_you_mean
 from tans._json import dumps
 from tans.data.dataset import SPLITS, Dataset
 from tans.data.loaders import META_FILE, META_FORMAT, META_VERSION, NPZ_FILE, read_meta
@@ -63,12 +63,12 @@ def write_dataset(dataset: Dataset, out_dir: str | os.PathLike, *, format: str =
 
     Raises
     ------
-    TansError
+    DatasetError
         Unknown format, a target that is a file or a non-empty folder holding something else,
         or a class name that cannot become a folder name.
     """
     if format not in FORMATS:
-        raise TansError(
+        raise DatasetError(
             f"Unknown dataset format {format!r}; expected one of {', '.join(FORMATS)}."
             f"{did_you_mean(format, FORMATS)}"
         )
@@ -105,16 +105,16 @@ def class_folder_name(name: str) -> str:
 
     Raises
     ------
-    TansError
+    DatasetError
         For an empty name or one too long for a file system even before escaping.
     """
     if not name:
-        raise TansError("Cannot write a class with an empty name as a folder; rename the class.")
+        raise DatasetError("Cannot write a class with an empty name as a folder; rename the class.")
     escaped = "".join(f"%{ord(ch):02X}" if _unsafe_char(ch) else ch for ch in name)
     if escaped.startswith("."):  # "." and ".." are special; other dot names are hidden
         escaped = "%2E" + escaped[1:]
     if len(escaped.encode("utf-8")) > _MAX_NAME_BYTES:
-        raise TansError(
+        raise DatasetError(
             f"Class name {name[:40]!r}... is too long for a folder name ({len(escaped.encode('utf-8'))} "
             f"bytes, limit {_MAX_NAME_BYTES}); shorten it or write with format='npz'."
         )
@@ -153,14 +153,14 @@ def _already_written(out: Path, meta: dict) -> bool:
     if not out.exists():
         return False
     if not out.is_dir():
-        raise TansError(
+        raise DatasetError(
             f"Output {str(out)!r} is a file; expected a folder to write into: choose another path."
         )
     if not any(out.iterdir()):
         return False
     if read_meta(out) == meta:
         return True
-    raise TansError(
+    raise DatasetError(
         f"Output folder {str(out)!r} is not empty and does not hold this dataset; expected a new or "
         "empty folder: choose another output path or delete that folder."
     )

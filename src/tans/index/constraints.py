@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tans._errors import TansError
+from tans._errors import SearchError
 
 __all__ = ["Constraints", "allowed_mask", "require_allowed"]
 
@@ -50,7 +50,7 @@ class Constraints:
 
     Raises
     ------
-    TansError
+    SearchError
         If a bound is not a positive number.
     """
 
@@ -64,9 +64,9 @@ class Constraints:
             if value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-                raise TansError(f"{field.option} must be a number, got {value!r}.")
+                raise SearchError(f"{field.option} must be a number, got {value!r}.")
             if not math.isfinite(float(value)) or value <= 0:
-                raise TansError(f"{field.option} must be a positive number, got {value}.")
+                raise SearchError(f"{field.option} must be a positive number, got {value}.")
 
     @property
     def active(self) -> dict[str, float]:
@@ -100,7 +100,7 @@ def _columns(
     given = {"max_params": params, "max_flops": flops, "max_latency_ms": latency_ms}
     lengths = {len(np.asarray(v).reshape(-1)) for v in given.values() if v is not None}
     if len(lengths) > 1:
-        raise TansError(f"params, flops and latency_ms must have the same length, got lengths {sorted(lengths)}.")
+        raise SearchError(f"params, flops and latency_ms must have the same length, got lengths {sorted(lengths)}.")
     out = []
     for field in _FIELDS:
         bound = getattr(constraints, field.attr)
@@ -108,7 +108,7 @@ def _columns(
             continue
         column = given[field.attr]
         if column is None:
-            raise TansError(
+            raise SearchError(
                 f"{field.option} was given but the zoo has no {field.noun.split()[-1]} column; "
                 "drop the option or measure the zoo first."
             )
@@ -141,7 +141,7 @@ def allowed_mask(
 
     Raises
     ------
-    TansError
+    SearchError
         If a bound is set but its column is missing, or the columns differ in length.
     """
     columns = _columns(constraints, params, flops, latency_ms)
@@ -168,7 +168,7 @@ def require_allowed(
 
     Raises
     ------
-    TansError
+    SearchError
         If the zoo is empty, or no entry fits. The message names, for each bound that no entry
         meets on its own, the smallest value in the zoo ("No model in the zoo has at most 1,000
         parameters; the smallest has 21,344. Raise --max-params to at least 21344."). When each
@@ -177,7 +177,7 @@ def require_allowed(
     """
     mask = allowed_mask(constraints, params, flops, latency_ms)
     if mask.size == 0:
-        raise TansError("The zoo is empty: there is no model to search. Build one with `tans zoo build`.")
+        raise SearchError("The zoo is empty: there is no model to search. Build one with `tans zoo build`.")
     if mask.any():
         return mask
     columns = _columns(constraints, params, flops, latency_ms)
@@ -195,7 +195,7 @@ def require_allowed(
                 f"Raise {field.option} to at least {_needed(smallest, field.integral)}."
             )
     if sentences:
-        raise TansError(" ".join(sentences))
+        raise SearchError(" ".join(sentences))
 
     # Each bound alone is satisfiable, together they are not: say what each would need.
     options = []
@@ -210,7 +210,7 @@ def require_allowed(
             options.append(f"{field.option} to at least {_needed(float(candidates.min()), field.integral)}")
     summary = constraints.describe()
     fix = (" Keeping the other bounds, raise " + ", or ".join(options) + ".") if options else " Relax the bounds."
-    raise TansError(f"No model in the zoo satisfies all constraints together ({summary}).{fix}")
+    raise SearchError(f"No model in the zoo satisfies all constraints together ({summary}).{fix}")
 
 
 def _needed(value: float, integral: bool) -> str:

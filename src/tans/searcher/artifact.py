@@ -24,7 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load
 
 from tans import _remote
-from tans._errors import TansError
+from tans._errors import SearchError
 from tans._json import dumps
 from tans.zoo.store import serialize_safetensors
 
@@ -63,7 +63,7 @@ def save_artifact(path: _remote.Location, config: dict[str, Any], tensors: dict[
 
     Raises
     ------
-    TansError
+    SearchError
         If ``path`` is a file, a folder holding other files than an artifact's, or a URL that
         cannot be written.
     """
@@ -91,28 +91,28 @@ def load_artifact(path: _remote.Location) -> tuple[dict[str, Any], dict[str, tor
 
     Raises
     ------
-    TansError
+    SearchError
         If the directory holds no artifact, the JSON is unreadable, the format or its version
         differs from this tans's, or the weights are missing or were modified.
     """
     root, config_path = _remote.normalize(path), _remote.join(path, CONFIG_NAME)
     if not _remote.is_file(config_path):
-        raise TansError(
+        raise SearchError(
             f"No searcher at '{root}' (expected {CONFIG_NAME} there); create one with "
             "`tans meta-train --zoo DIR --out PATH` or `tans demo`."
         )
     try:
         config = json.loads(_remote.read_bytes(config_path).decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TansError(f"The searcher config '{config_path}' is unreadable ({exc}); re-run `tans meta-train`.") from None
+        raise SearchError(f"The searcher config '{config_path}' is unreadable ({exc}); re-run `tans meta-train`.") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise TansError(
+        raise SearchError(
             f"'{config_path}' is not a tans searcher (format {config.get('format') if isinstance(config, dict) else None!r}, "
             f"expected '{FORMAT}')."
         )
     version = config.get("format_version")
     if version != FORMAT_VERSION:
-        raise TansError(
+        raise SearchError(
             f"The searcher at '{root}' has format version {version!r}; this tans reads version {FORMAT_VERSION}. "
             "Re-create it with `tans meta-train`, or use the tans version that wrote it."
         )
@@ -120,15 +120,15 @@ def load_artifact(path: _remote.Location) -> tuple[dict[str, Any], dict[str, tor
     try:
         data = _remote.read_bytes(weights)
     except FileNotFoundError:
-        raise TansError(f"The searcher weights '{weights}' are missing; re-run `tans meta-train`.") from None
+        raise SearchError(f"The searcher weights '{weights}' are missing; re-run `tans meta-train`.") from None
     digest = hashlib.sha256(data).hexdigest()
     if digest != config.get("weights_sha256"):
-        raise TansError(
+        raise SearchError(
             f"The searcher weights '{weights}' were modified (sha256 {digest[:12]}... differs from the recorded "
             f"{str(config.get('weights_sha256'))[:12]}...); re-run `tans meta-train`."
         )
     try:
         tensors = load(data)
     except (SafetensorError, OSError) as exc:
-        raise TansError(f"The searcher weights '{weights}' are damaged ({exc}); re-run `tans meta-train`.") from None
+        raise SearchError(f"The searcher weights '{weights}' are damaged ({exc}); re-run `tans meta-train`.") from None
     return config, tensors

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
-from tans._errors import TansError, did_you_mean
+from tans._errors import ConfigError, did_you_mean
 
 __all__ = ["Recipe"]
 
@@ -71,7 +71,7 @@ class Recipe:
 
     def __post_init__(self) -> None:
         if self.optimizer not in _OPTIMIZERS:
-            raise TansError(
+            raise ConfigError(
                 f"Unknown optimizer '{self.optimizer}'; expected one of {', '.join(_OPTIMIZERS)}."
                 + did_you_mean(self.optimizer, _OPTIMIZERS)
             )
@@ -89,7 +89,7 @@ class Recipe:
         ]
         for name, ok, expected in checks:
             if not ok:
-                raise TansError(f"Recipe.{name} must be {expected}, got {getattr(self, name)!r}.")
+                raise ConfigError(f"Recipe.{name} must be {expected}, got {getattr(self, name)!r}.")
 
     def lr_at(self, epoch: int) -> float:
         """Learning rate of epoch ``epoch`` (0-based); constant within the epoch.
@@ -110,11 +110,11 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, values: dict) -> Recipe:
-        """The recipe ``to_dict`` wrote; unknown keys raise a :class:`TansError`."""
+        """The recipe ``to_dict`` wrote; unknown keys raise a :class:`ConfigError`."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise TansError(
+            raise ConfigError(
                 f"Unknown recipe field(s) {unknown}; expected some of {sorted(known)}."
                 + did_you_mean(unknown[0], known)
             )

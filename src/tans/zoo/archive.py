@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tans import _remote
-from tans._errors import TansError
+from tans._errors import TansError, ZooError
 from tans._json import dumps
 from tans.data.transforms import WorkingFormat
 from tans.zoo.entry import ZooEntry
@@ -115,7 +115,7 @@ def export_zoo(zoo: Zoo, out_path: _remote.Location, *, ids: Iterable[str] | Non
 
     Raises
     ------
-    TansError
+    ZooError
         When an id is unknown, an entry's weights are missing or tampered, or the URL cannot be
         written (nothing is exported then).
     """
@@ -152,8 +152,8 @@ def _add_member(tar: tarfile.TarFile, name: str, data: bytes, mtime: int) -> Non
 def _check_members(members: list[tarfile.TarInfo], archive: Path | str) -> dict[str, tarfile.TarInfo]:
     """Refuse the archive unless it holds only the manifest and weights files; return id -> member."""
 
-    def refuse(member: tarfile.TarInfo, why: str) -> TansError:
-        return TansError(
+    def refuse(member: tarfile.TarInfo, why: str) -> ZooError:
+        return ZooError(
             f"refusing archive {archive}: member {member.name!r} {why}; a zoo archive holds only "
             f"{MANIFEST} and {WEIGHTS_DIR}/<id>{WEIGHTS_SUFFIX} files (make one with 'tans zoo export')."
         )
@@ -183,7 +183,7 @@ def _check_members(members: list[tarfile.TarInfo], archive: Path | str) -> dict[
             raise refuse(m, "is not an allowed file (pickles and other formats are never imported)")
         weights[match.group(1)] = m
     if MANIFEST not in seen:
-        raise TansError(
+        raise ZooError(
             f"refusing archive {archive}: it has no {MANIFEST}; make zoo archives with 'tans zoo export'."
         )
     return weights
@@ -192,33 +192,33 @@ def _check_members(members: list[tarfile.TarInfo], archive: Path | str) -> dict[
 def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
     fh = tar.extractfile(member)  # a regular file (checked), read into memory, never extracted
     if fh is None:
-        raise TansError(f"could not read member {member.name!r} of the archive.")
+        raise ZooError(f"could not read member {member.name!r} of the archive.")
     with fh:
         return fh.read()
 
 
 def _read_manifest(tar: tarfile.TarFile, member: tarfile.TarInfo, archive: Path | str) -> _Manifest:
     if member.size > MAX_MANIFEST_BYTES:
-        raise TansError(
+        raise ZooError(
             f"refusing archive {archive}: {MANIFEST} is {member.size} bytes, too large for metadata."
         )
     try:
         manifest = json.loads(_read_member(tar, member))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TansError(f"refusing archive {archive}: {MANIFEST} is not valid JSON ({exc}).") from None
+        raise ZooError(f"refusing archive {archive}: {MANIFEST} is not valid JSON ({exc}).") from None
     if not isinstance(manifest, dict) or manifest.get("format") != ARCHIVE_FORMAT:
-        raise TansError(
+        raise ZooError(
             f"refusing archive {archive}: expected a {MANIFEST} with format {ARCHIVE_FORMAT!r}, got "
             f"{manifest.get('format') if isinstance(manifest, dict) else type(manifest).__name__!r}."
         )
     if manifest.get("version") not in READABLE_VERSIONS or not isinstance(manifest.get("entries"), list):
-        raise TansError(
+        raise ZooError(
             f"refusing archive {archive}: expected archive version {' or '.join(map(str, READABLE_VERSIONS))} "
             f"with a list of entries, got version {manifest.get('version')!r}; export it again with this tans."
         )
     for key in ("transfers", "tasks"):
         if not isinstance(manifest.get(key, []), list):
-            raise TansError(
+            raise ZooError(
                 f"refusing archive {archive}: expected {key!r} in {MANIFEST} as a list, got "
                 f"{type(manifest[key]).__name__}; export it again with this tans."
             )
@@ -227,18 +227,18 @@ def _read_manifest(tar: tarfile.TarFile, member: tarfile.TarInfo, archive: Path 
         records = [TransferRecord.from_dict(r) for r in manifest.get("transfers", [])]
         tasks = [TaskRef.from_dict(t) for t in manifest.get("tasks", [])]
     except (TypeError, ValueError) as exc:
-        raise TansError(f"refusing archive {archive}: a manifest entry, record or task is malformed ({exc}).") from None
+        raise ZooError(f"refusing archive {archive}: a manifest entry, record or task is malformed ({exc}).") from None
     except TansError as exc:
-        raise TansError(f"refusing archive {archive}: {exc}") from None
+        raise ZooError(f"refusing archive {archive}: {exc}") from None
     fmt = manifest.get("working_format", {"size": 32, "channels": 3})  # older archives: the 32x32 RGB default
     try:
         working_format = WorkingFormat(int(fmt["size"]), int(fmt["channels"]))
     except (TypeError, KeyError, ValueError):
-        raise TansError(
+        raise ZooError(
             f"refusing archive {archive}: expected a working_format with integer size and channels, got {fmt!r}."
         ) from None
     except TansError as exc:
-        raise TansError(f"refusing archive {archive}: {exc}") from None
+        raise ZooError(f"refusing archive {archive}: {exc}") from None
     return _Manifest(entries, working_format, records, tasks)
 
 
@@ -246,7 +246,7 @@ def _open_tar(path: Path, archive: Path | str) -> tarfile.TarFile:
     try:
         return tarfile.open(path, "r:*")
     except tarfile.TarError:
-        raise TansError(f"expected a tar archive made by 'tans zoo export', got {archive}, which is not a tar file.") from None
+        raise ZooError(f"expected a tar archive made by 'tans zoo export', got {archive}, which is not a tar file.") from None
 
 
 def import_zoo(zoo: Zoo | str | os.PathLike[str], archive_path: _remote.Location) -> ImportReport:
@@ -270,7 +270,7 @@ def import_zoo(zoo: Zoo | str | os.PathLike[str], archive_path: _remote.Location
 
     Raises
     ------
-    TansError
+    ZooError
         When the archive is not a tar file; holds a member other than ``manifest.json`` and
         ``weights/<id>.safetensors`` regular files (absolute paths, ``..``, links, devices,
         pickles...); its manifest and weights files do not correspond; a weights file does not
@@ -285,12 +285,12 @@ def import_zoo(zoo: Zoo | str | os.PathLike[str], archive_path: _remote.Location
         new_path = Path(zoo).expanduser()
         zoo = Zoo.open(new_path) if (new_path / DB_NAME).exists() else None
     if not _remote.is_file(archive):
-        raise TansError(f"expected a zoo archive file, got {archive} which does not exist.")
+        raise ZooError(f"expected a zoo archive file, got {archive} which does not exist.")
     with _remote.local_copy(archive) as local, _open_tar(local, archive) as tar:  # a URL's copy is removed after
         try:
             members = tar.getmembers()
         except tarfile.TarError as exc:
-            raise TansError(f"refusing archive {archive}: it is damaged ({exc}).") from None
+            raise ZooError(f"refusing archive {archive}: it is damaged ({exc}).") from None
         weights = _check_members(members, archive)
         manifest_member = next(m for m in members if m.isfile() and m.name.removeprefix("./") == MANIFEST)
         manifest = _read_manifest(tar, manifest_member, archive)
@@ -301,7 +301,7 @@ def import_zoo(zoo: Zoo | str | os.PathLike[str], archive_path: _remote.Location
         no_weights = sorted(set(ids) - set(weights))
         no_entry = sorted(set(weights) - set(ids))
         if dupes or no_weights or no_entry:
-            raise TansError(
+            raise ZooError(
                 f"refusing archive {archive}: its manifest and weights do not correspond (duplicate "
                 f"ids {dupes}, entries without weights {no_weights}, weights without entry "
                 f"{no_entry}); export it again."
@@ -338,10 +338,10 @@ def _check_records(zoo: Zoo | None, records: list[TransferRecord], archive_ids: 
     seen: set[str] = set()
     for record in records:
         if record.id in seen:
-            raise TansError(f"refusing archive {archive}: transfer record {record.id} appears twice; export it again.")
+            raise ZooError(f"refusing archive {archive}: transfer record {record.id} appears twice; export it again.")
         seen.add(record.id)
         if record.model_id not in archive_ids and (zoo is None or record.model_id not in zoo):
-            raise TansError(
+            raise ZooError(
                 f"refusing archive {archive}: transfer record {record.id} is of model {record.model_id!r}, which "
                 "is neither in the archive nor in the zoo; export the model together with its records."
             )
@@ -350,7 +350,7 @@ def _check_records(zoo: Zoo | None, records: list[TransferRecord], archive_ids: 
         if record.id in stored:
             existing = zoo._get_transfer(record.id)
             if existing is not None and not existing.same_run(record):
-                raise TansError(
+                raise ZooError(
                     f"refusing archive {archive}: transfer record id {record.id} is already stored in the zoo "
                     "for another fine-tune; the archive was assembled wrongly."
                 )
@@ -364,13 +364,13 @@ def _read_weights(tar: tarfile.TarFile, member: tarfile.TarInfo, entry: ZooEntry
     """
     cap = MAX_BYTES_PER_PARAM * max(int(entry.params), 0) + WEIGHTS_HEADER_BYTES
     if member.size > cap:
-        raise TansError(
+        raise ZooError(
             f"refusing archive {archive}: weights of entry {entry.id} are {member.size:,} bytes, more than "
             f"its {entry.params:,} parameters can take ({cap:,} bytes at most); the archive was modified or damaged."
         )
     fh = tar.extractfile(member)  # a regular file (checked), read in chunks, never extracted
     if fh is None:
-        raise TansError(f"could not read member {member.name!r} of the archive.")
+        raise ZooError(f"could not read member {member.name!r} of the archive.")
     sha, buffer = hashlib.sha256(), bytearray()
     with fh:
         for chunk in iter(lambda: fh.read(_CHUNK), b""):
@@ -378,7 +378,7 @@ def _read_weights(tar: tarfile.TarFile, member: tarfile.TarInfo, entry: ZooEntry
             buffer += chunk
     digest = sha.hexdigest()
     if digest != entry.sha256:
-        raise TansError(
+        raise ZooError(
             f"refusing archive {archive}: weights of entry {entry.id} have sha256 {digest[:12]}..., "
             f"the manifest says {entry.sha256[:12] or '(none)'}...; the archive was modified or damaged."
         )
@@ -386,9 +386,9 @@ def _read_weights(tar: tarfile.TarFile, member: tarfile.TarInfo, entry: ZooEntry
     try:
         meta = check_safetensors(data)
     except TansError as exc:
-        raise TansError(f"refusing archive {archive}: weights of entry {entry.id}: {exc}") from None
+        raise ZooError(f"refusing archive {archive}: weights of entry {entry.id}: {exc}") from None
     if meta.get("tans_id", entry.id) != entry.id:
-        raise TansError(
+        raise ZooError(
             f"refusing archive {archive}: weights file of entry {entry.id} says it belongs to "
             f"{meta['tans_id']!r}; the archive was assembled wrongly."
         )

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from tans._errors import TansError
+from tans._errors import ZooError
 
 __all__ = ["ZooEntry", "unit_key", "FLAG_FACTOR", "ID_PATTERN"]
 
@@ -34,19 +34,19 @@ def _canonical_recipe(recipe: str | Mapping[str, Any]) -> str:
         try:
             recipe = json.loads(recipe)
         except json.JSONDecodeError as exc:
-            raise TansError(
+            raise ZooError(
                 f"expected the training recipe as a JSON object, got unparsable text ({exc}); "
                 "pass a dict or json.dumps(recipe)."
             ) from None
     if not isinstance(recipe, Mapping):
-        raise TansError(
+        raise ZooError(
             f"expected the training recipe as a JSON object (dict), got {type(recipe).__name__}; "
             "wrap the settings in a dict."
         )
     try:
         return json.dumps(dict(recipe), sort_keys=True, separators=(",", ":"))
     except TypeError as exc:
-        raise TansError(
+        raise ZooError(
             f"expected a JSON-serialisable training recipe, got {exc}; convert values to "
             "numbers, strings, lists or dicts."
         ) from None
@@ -120,7 +120,7 @@ class ZooEntry:
 
     Raises
     ------
-    TansError
+    ZooError
         On a malformed id, recipe, accuracy or embedding.
     """
 
@@ -156,38 +156,38 @@ class ZooEntry:
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not ID_PATTERN.fullmatch(self.id):
-            raise TansError(
+            raise ZooError(
                 f"expected an entry id of letters, digits, '.', '_' or '-' (at most 128, starting "
                 f"with a letter or digit), got {self.id!r}; use unit_key(...) to make one."
             )
         for name in ("num_classes", "seed", "params", "flops", "latency_threads"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise TansError(f"entry {self.id}: expected an integer {name}, got {value!r}.")
+                raise ZooError(f"entry {self.id}: expected an integer {name}, got {value!r}.")
             object.__setattr__(self, name, int(value))
         for name in ("val_acc", "test_acc", "chance_acc"):
             value = float(getattr(self, name))
             if not 0.0 <= value <= 1.0:
-                raise TansError(
+                raise ZooError(
                     f"entry {self.id}: expected {name} as a fraction in [0, 1], got {value}; "
                     "divide percentages by 100."
                 )
             object.__setattr__(self, name, value)
         latency = float(self.latency_ms)
         if not math.isfinite(latency) or latency < 0:
-            raise TansError(f"entry {self.id}: expected a non-negative latency_ms, got {latency}.")
+            raise ZooError(f"entry {self.id}: expected a non-negative latency_ms, got {latency}.")
         object.__setattr__(self, "latency_ms", latency)
         object.__setattr__(self, "recipe", _canonical_recipe(self.recipe))
 
         emb = np.asarray(self.embedding)
         if emb.ndim != 1 or not (np.issubdtype(emb.dtype, np.number) or emb.size == 0):
-            raise TansError(
+            raise ZooError(
                 f"entry {self.id}: expected a 1-D numeric functional embedding, got "
                 f"{emb.dtype} {emb.shape}; flatten it first."
             )
         emb = np.array(emb, dtype=np.float32)  # own copy, so freezing it cannot touch the caller's
         if not np.all(np.isfinite(emb)):
-            raise TansError(f"entry {self.id}: the functional embedding holds NaN or inf values.")
+            raise ZooError(f"entry {self.id}: the functional embedding holds NaN or inf values.")
         emb.setflags(write=False)  # frozen entry, frozen array
         object.__setattr__(self, "embedding", emb)
         object.__setattr__(self, "flagged", bool(self.val_acc < FLAG_FACTOR * self.chance_acc))
@@ -226,11 +226,11 @@ class ZooEntry:
 
         Raises
         ------
-        TansError
+        ZooError
             When a field is missing or unknown.
         """
         if not isinstance(data, Mapping):
-            raise TansError(f"expected an entry as a JSON object, got {type(data).__name__}.")
+            raise ZooError(f"expected an entry as a JSON object, got {type(data).__name__}.")
         names = {f.name for f in fields(cls) if f.init}
         unknown = sorted(set(data) - names - {"flagged"})
         optional = {"weights_file", "sha256", "created"}
@@ -238,7 +238,7 @@ class ZooEntry:
         missing = sorted(required - set(data))
         if unknown or missing:
             what = data.get("id", "?")
-            raise TansError(
+            raise ZooError(
                 f"entry {what}: expected the fields of ZooEntry, got unknown {unknown} and missing "
                 f"{missing}; was it written by another tans version?"
             )

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
-from tans._errors import TansError
+from tans._errors import TansError, ZooError
 from tans.zoo.entry import ID_PATTERN, _canonical_recipe
 
 if TYPE_CHECKING:
@@ -59,13 +59,13 @@ def _finite_json(text: str, what: str) -> str:
     try:
         json.dumps(json.loads(text), allow_nan=False)
     except ValueError:
-        raise TansError(f"{what}: expected finite numbers in the recipe, got NaN or Infinity; fix the recipe values.") from None
+        raise ZooError(f"{what}: expected finite numbers in the recipe, got NaN or Infinity; fix the recipe values.") from None
     return text
 
 
 def _integer(value: Any, name: str, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) and not hasattr(value, "__index__"):
-        raise TansError(f"{where}: expected an integer {name}, got {value!r}.")
+        raise ZooError(f"{where}: expected an integer {name}, got {value!r}.")
     return int(value)
 
 
@@ -73,9 +73,9 @@ def _fraction(value: Any, name: str, where: str) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise TansError(f"{where}: expected {name} as a number in [0, 1], got {value!r}.") from None
+        raise ZooError(f"{where}: expected {name} as a number in [0, 1], got {value!r}.") from None
     if isinstance(value, bool) or not math.isfinite(number) or not 0.0 <= number <= 1.0:
-        raise TansError(
+        raise ZooError(
             f"{where}: expected {name} as a finite fraction in [0, 1], got {value!r}; divide "
             "percentages by 100 and drop runs that diverged."
         )
@@ -84,18 +84,18 @@ def _fraction(value: Any, name: str, where: str) -> float:
 
 def _text(value: Any, name: str, where: str, *, empty: bool = False) -> str:
     if not isinstance(value, str) or (not empty and not value):
-        raise TansError(f"{where}: expected {name} as a {'' if empty else 'non-empty '}string, got {value!r}.")
+        raise ZooError(f"{where}: expected {name} as a {'' if empty else 'non-empty '}string, got {value!r}.")
     return value
 
 
 def _from_fields(cls: type, data: Any, optional: set[str], what: str) -> Any:
     """``cls(**data)`` after naming unknown and missing keys (shared by both ``from_dict``)."""
     if not isinstance(data, Mapping):
-        raise TansError(f"expected a {what} as a JSON object, got {type(data).__name__}.")
+        raise ZooError(f"expected a {what} as a JSON object, got {type(data).__name__}.")
     names = {f.name for f in fields(cls)}
     unknown, missing = sorted(set(data) - names), sorted(names - optional - set(data))
     if unknown or missing:
-        raise TansError(
+        raise ZooError(
             f"{what} {data.get('id', data.get('name', '?'))}: expected the fields of {cls.__name__}, got "
             f"unknown {unknown} and missing {missing}; was it written by another tans version?"
         )
@@ -136,7 +136,7 @@ class TransferRecord:
 
     Raises
     ------
-    TansError
+    ZooError
         On a malformed field: an accuracy or curve value that is not a finite fraction (NaN and
         Infinity are refused), negative seconds, fewer than 2 classes, an unknown origin.
     """
@@ -168,7 +168,7 @@ class TransferRecord:
         set_ = object.__setattr__
         _text(self.model_id, "model_id", where)
         if not ID_PATTERN.fullmatch(self.model_id):
-            raise TansError(f"{where}: expected model_id to be a zoo entry id, got {self.model_id!r}.")
+            raise ZooError(f"{where}: expected model_id to be a zoo entry id, got {self.model_id!r}.")
         _text(self.target, "target", where)
         _text(self.target_fingerprint, "target_fingerprint", where)
         _text(self.target_family, "target_family", where, empty=True)
@@ -177,27 +177,27 @@ class TransferRecord:
         for name in ("num_classes", "seed", "train_images"):
             set_(self, name, _integer(getattr(self, name), name, where))
         if self.num_classes < 2:
-            raise TansError(f"{where}: expected num_classes of at least 2, got {self.num_classes}.")
+            raise ZooError(f"{where}: expected num_classes of at least 2, got {self.num_classes}.")
         if self.train_images < 0:
-            raise TansError(f"{where}: expected a non-negative train_images, got {self.train_images}.")
+            raise ZooError(f"{where}: expected a non-negative train_images, got {self.train_images}.")
         for name in ("val_acc", "test_acc", "chance_acc"):
             set_(self, name, _fraction(getattr(self, name), name, where))
         if isinstance(self.curve, (str, bytes)) or not hasattr(self.curve, "__iter__"):
-            raise TansError(f"{where}: expected the curve as a list of accuracies, got {self.curve!r}.")
+            raise ZooError(f"{where}: expected the curve as a list of accuracies, got {self.curve!r}.")
         set_(self, "curve", tuple(_fraction(v, f"curve[{i}]", where) for i, v in enumerate(self.curve)))
         try:
             seconds = float(self.seconds)
         except (TypeError, ValueError):
             seconds = math.nan
         if not math.isfinite(seconds) or seconds < 0:
-            raise TansError(f"{where}: expected seconds as a finite number >= 0, got {self.seconds!r}.")
+            raise ZooError(f"{where}: expected seconds as a finite number >= 0, got {self.seconds!r}.")
         set_(self, "seconds", seconds)
         if self.origin not in ORIGINS:
-            raise TansError(f"{where}: expected origin {' or '.join(map(repr, ORIGINS))}, got {self.origin!r}.")
+            raise ZooError(f"{where}: expected origin {' or '.join(map(repr, ORIGINS))}, got {self.origin!r}.")
         if not self.id:
             set_(self, "id", record_key(self.model_id, self.target_fingerprint, self.recipe, self.seed))
         elif not isinstance(self.id, str) or not ID_PATTERN.fullmatch(self.id):
-            raise TansError(
+            raise ZooError(
                 f"transfer record: expected an id of letters, digits, '.', '_' or '-' (at most 128), got "
                 f"{self.id!r}; leave it empty to derive one."
             )
@@ -237,7 +237,7 @@ class TransferRecord:
 
         Raises
         ------
-        TansError
+        ZooError
             When a field is missing, unknown or malformed.
         """
         return _from_fields(cls, data, {"origin", "created", "id"}, "transfer record")
@@ -263,7 +263,7 @@ class TaskRef:
 
     Raises
     ------
-    TansError
+    ZooError
         On an empty name, fingerprint or source, or fewer than 2 classes.
     """
 
@@ -280,10 +280,10 @@ class TaskRef:
         _text(self.family, "family", where, empty=True)
         _text(self.source, "source", where)
         if "\x00" in self.source:
-            raise TansError(f"{where}: expected a task name or a path as source, got a string holding NUL.")
+            raise ZooError(f"{where}: expected a task name or a path as source, got a string holding NUL.")
         object.__setattr__(self, "num_classes", _integer(self.num_classes, "num_classes", where))
         if self.num_classes < 2:
-            raise TansError(f"{where}: expected num_classes of at least 2, got {self.num_classes}.")
+            raise ZooError(f"{where}: expected num_classes of at least 2, got {self.num_classes}.")
 
     @classmethod
     def from_dataset(cls, dataset: Dataset) -> TaskRef:
@@ -306,7 +306,7 @@ class TaskRef:
 
         Raises
         ------
-        TansError
+        ZooError
             When a field is missing, unknown or malformed.
         """
         return _from_fields(cls, data, set(), "task")

@@ -15,7 +15,7 @@ image order are then restored so that writing and reading back gives the same da
 
 Unreadable files inside an otherwise good dataset are skipped and counted in one
 :class:`~tans._errors.TansWarning`; everything that leaves no usable dataset raises a one-line
-:class:`~tans._errors.TansError` saying what was expected, what arrived and how to fix it.
+:class:`~tans.errors.DatasetError` saying what was expected, what arrived and how to fix it.
 """
 
 from tans.data.loaders._common import (

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tans._errors import TansError
+from tans._errors import DatasetError
 from tans.data.dataset import Dataset
 from tans.data.images import composite_on_white
 from tans.data.loaders._common import provenance, to_channels
@@ -18,7 +18,7 @@ def images_from_array(x: np.ndarray, path: Path, key: str) -> np.ndarray:
     if x.ndim == 3:
         x = x[..., None]
     if x.ndim != 4 or x.shape[-1] not in (1, 2, 3, 4) or len(x) == 0:
-        raise TansError(
+        raise DatasetError(
             f"{str(path)!r}: '{key}' must be images of shape (n, h, w) or (n, h, w, c) with c in 1..4 "
             f"and n > 0, got shape {x.shape}."
         )
@@ -28,21 +28,21 @@ def images_from_array(x: np.ndarray, path: Path, key: str) -> np.ndarray:
         x = x.astype(np.uint8) * 255
     elif np.issubdtype(x.dtype, np.integer):
         if x.min() < 0 or x.max() > 255:
-            raise TansError(
+            raise DatasetError(
                 f"{str(path)!r}: '{key}' is {x.dtype} with values in [{x.min()}, {x.max()}]; expected "
                 "0..255: rescale to uint8 first."
             )
         x = x.astype(np.uint8)
     elif np.issubdtype(x.dtype, np.floating):
         if not np.isfinite(x).all() or x.min() < 0 or x.max() > 255:
-            raise TansError(
+            raise DatasetError(
                 f"{str(path)!r}: '{key}' is {x.dtype} with values outside [0, 255] or NaN; expected "
                 "floats in [0, 1] or [0, 255]: rescale first."
             )
         scale = 255.0 if x.max() <= 1.0 else 1.0
         x = np.clip(np.rint(x * scale), 0, 255).astype(np.uint8)
     else:
-        raise TansError(
+        raise DatasetError(
             f"{str(path)!r}: '{key}' has dtype {x.dtype}; expected uint8, integer or float pixels."
         )
     c = x.shape[-1]
@@ -54,7 +54,7 @@ def images_from_array(x: np.ndarray, path: Path, key: str) -> np.ndarray:
 def strings(arr: np.ndarray, path: Path, key: str) -> list[str]:
     """A 1-D array of str or bytes (decoded as UTF-8) as a list of str."""
     if arr.ndim != 1 or arr.dtype.kind not in "US":
-        raise TansError(
+        raise DatasetError(
             f"{str(path)!r}: '{key}' must be a 1-D array of strings, got {arr.dtype} of shape {arr.shape}."
         )
     return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in arr.tolist()]
@@ -67,23 +67,23 @@ def labels_from_array(
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1 or len(y) != n:
-        raise TansError(f"{str(path)!r}: '{key}' must hold {n} labels (one per image), got shape {y.shape}.")
+        raise DatasetError(f"{str(path)!r}: '{key}' must hold {n} labels (one per image), got shape {y.shape}.")
     if y.dtype.kind in "US":
         values = strings(y, path, key)
         classes = names if names is not None else sorted(set(values))
         lookup = {c: i for i, c in enumerate(classes)}
         unknown = sorted(set(values) - set(lookup))
         if unknown:
-            raise TansError(f"{str(path)!r}: labels {unknown[:5]} are not in class_names; add them.")
+            raise DatasetError(f"{str(path)!r}: labels {unknown[:5]} are not in class_names; add them.")
         return np.array([lookup[v] for v in values], dtype=np.int64), list(classes)
     if y.dtype.kind == "f" and np.isfinite(y).all() and np.array_equal(y, np.round(y)):
         y = y.astype(np.int64)
     if y.dtype.kind not in "iub":
-        raise TansError(f"{str(path)!r}: '{key}' must hold integer labels, got {y.dtype}.")
+        raise DatasetError(f"{str(path)!r}: '{key}' must hold integer labels, got {y.dtype}.")
     y = y.astype(np.int64)
     if names is not None:
         if y.min() < 0 or y.max() >= len(names):
-            raise TansError(
+            raise DatasetError(
                 f"{str(path)!r}: labels range over [{y.min()}, {y.max()}] but there are {len(names)} "
                 "class_names; expected labels from 0 to len(class_names) - 1."
             )

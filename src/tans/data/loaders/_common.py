@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tans._errors import TansError
+from tans._errors import DatasetError
 
 ACCEPTED_FORMATS = (
     "an ImageFolder directory (root/<class>/<image>), a .zip of one, a NumPy .npz with 'x' and 'y', "
@@ -28,11 +28,11 @@ _IGNORED_NAMES = frozenset({"__MACOSX", "Thumbs.db", "desktop.ini", "$RECYCLE.BI
 
 
 def require_path(path: str | os.PathLike) -> Path:
-    """``path`` as a Path (``~`` expanded), or a TansError saying it does not exist."""
+    """``path`` as a Path (``~`` expanded), or a DatasetError saying it does not exist."""
     path = Path(path).expanduser()
     if not path.exists():
         hint = " (it is a broken symbolic link)" if path.is_symlink() else ""
-        raise TansError(
+        raise DatasetError(
             f"No such file or directory: {str(path)!r}{hint}; expected {ACCEPTED_FORMATS}. Check the path."
         )
     return path
@@ -48,7 +48,7 @@ def list_dir(path: Path) -> tuple[list[Path], list[Path]]:
     try:
         entries = list(os.scandir(path))
     except OSError as exc:
-        raise TansError(f"Cannot list folder {str(path)!r}: {exc.strerror}; check its permissions.") from exc
+        raise DatasetError(f"Cannot list folder {str(path)!r}: {exc.strerror}; check its permissions.") from exc
     for entry in entries:
         if entry.name.startswith(".") or entry.name in _IGNORED_NAMES:
             continue
@@ -101,9 +101,9 @@ def provenance(path: Path, meta: dict | None, name: str | None) -> dict:
 def check_options(image_size: int | None, channels: int | None) -> None:
     """Raise for a ``channels`` or ``image_size`` option no loader accepts."""
     if channels not in (None, 1, 3):
-        raise TansError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}.")
+        raise DatasetError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}.")
     if image_size is not None and (not isinstance(image_size, int) or not 4 <= image_size <= 1024):
-        raise TansError(f"image_size must be a whole number of pixels from 4 to 1024, got {image_size!r}.")
+        raise DatasetError(f"image_size must be a whole number of pixels from 4 to 1024, got {image_size!r}.")
 
 
 def to_channels(images: np.ndarray, channels: int) -> np.ndarray:

@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import NoReturn
 
-from tans._errors import TansError
+from tans._errors import ConfigError, DatasetError
 from tans.data.dataset import Dataset
 from tans.data.loaders._common import META_FILE, list_dir, provenance, read_meta, require_path
 from tans.data.loaders.folder import load_imagefolder
@@ -57,7 +57,7 @@ def load_zip(
 
     Raises
     ------
-    TansError
+    DatasetError
         For an unsafe or damaged archive, or any problem :func:`load_imagefolder` raises for.
     """
     path = require_path(path)
@@ -94,7 +94,7 @@ def extract_zip(path: str | os.PathLike, *, max_bytes: int = MAX_ZIP_BYTES) -> P
 
     Raises
     ------
-    TansError
+    DatasetError
         For a damaged, unsafe or too large archive, or an unreadable ``$TANS_ZIP_CACHE_BYTES``.
     """
     path = require_path(path)
@@ -117,7 +117,7 @@ def extract_zip(path: str | os.PathLike, *, max_bytes: int = MAX_ZIP_BYTES) -> P
                     if tmp.exists():
                         shutil.rmtree(tmp, ignore_errors=True)
         except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError) as exc:
-            raise TansError(
+            raise DatasetError(
                 f"Cannot read {str(path)!r} as a zip archive ({' '.join(str(exc).split())}); expected a "
                 "valid .zip of an ImageFolder: re-create the archive."
             ) from exc
@@ -169,7 +169,7 @@ def _safe_members(zf: zipfile.ZipFile, path: Path, max_bytes: int) -> list[_Memb
     for info, rel in members:
         clash = next((p for p in rel.parents if p in files), rel if info.is_dir() and rel in files else None)
         if clash is not None:
-            raise TansError(
+            raise DatasetError(
                 f"Refusing zip {str(path)!r}: entry {info.filename!r} needs {files[clash]!r} to be a folder, but "
                 "the archive also holds it as a file; re-create the archive from the dataset folder."
             )
@@ -177,7 +177,7 @@ def _safe_members(zf: zipfile.ZipFile, path: Path, max_bytes: int) -> list[_Memb
 
 
 def _unsafe(path: Path, entry: str, what: str) -> NoReturn:
-    raise TansError(
+    raise DatasetError(
         f"Refusing zip {str(path)!r}: entry {entry!r} is {what}, which could write outside the "
         "extraction folder; expected relative paths inside the archive: re-create it from the "
         "dataset folder (e.g. 'cd parent && zip -r data.zip data')."
@@ -185,7 +185,7 @@ def _unsafe(path: Path, entry: str, what: str) -> NoReturn:
 
 
 def _too_large(path: Path, max_bytes: int) -> NoReturn:
-    raise TansError(
+    raise DatasetError(
         f"Zip {str(path)!r} expands to more than {max_bytes:,} bytes; expected a smaller "
         "archive: unpack it yourself and pass the folder, or raise max_bytes."
     )
@@ -215,14 +215,14 @@ def zip_cache_bytes() -> int:
 
     Raises
     ------
-    TansError
+    ConfigError
         When the variable is not a non-negative whole number.
     """
     value = os.environ.get("TANS_ZIP_CACHE_BYTES", "").strip()
     if not value:
         return ZIP_CACHE_BYTES
     if not value.isdigit():
-        raise TansError(f"TANS_ZIP_CACHE_BYTES must be a whole number of bytes, got {value!r}; e.g. 8589934592 for 8 GiB.")
+        raise ConfigError(f"TANS_ZIP_CACHE_BYTES must be a whole number of bytes, got {value!r}; e.g. 8589934592 for 8 GiB.")
     return int(value)
 
 

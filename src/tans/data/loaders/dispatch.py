@@ -6,7 +6,7 @@ import os
 import zipfile
 from pathlib import Path
 
-from tans._errors import TansError
+from tans._errors import DatasetError
 from tans.data.dataset import Dataset
 from tans.data.loaders._common import ACCEPTED_FORMATS, NPZ_FILE, read_meta, require_path
 from tans.data.loaders.archive import load_zip
@@ -34,7 +34,7 @@ def load_path(
 
     Raises
     ------
-    TansError
+    DatasetError
         For a path of none of these kinds (the message lists the accepted formats), or any
         error of the chosen loader.
     """
@@ -72,7 +72,7 @@ def path_kind(path: Path) -> str:
         return "idx"
     image_suffixes = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
     what = "an image file" if suffix in image_suffixes else "a file of unknown format"
-    raise TansError(
+    raise DatasetError(
         f"{str(path)!r} is {what}, not a dataset; expected {ACCEPTED_FORMATS}: pass the folder that "
         "holds the class sub-folders instead."
     )

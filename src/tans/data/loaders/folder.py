@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tans._errors import TansError, TansWarning
+from tans._errors import DatasetError, TansWarning
 from tans.data.dataset import SPLITS, Dataset, stratified_split
 from tans.data.images import SkipReason, UnreadableImageError, read_image
 from tans.data.loaders._common import (
@@ -80,7 +80,7 @@ def scan_imagefolder(root: str | os.PathLike, *, on_loop: str = "raise") -> Fold
     root : str or PathLike
         The dataset folder.
     on_loop : {"raise", "record"}
-        Raise a :class:`TansError` on a symlink loop, or record it in ``FolderScan.loops`` and
+        Raise a :class:`DatasetError` on a symlink loop, or record it in ``FolderScan.loops`` and
         skip it (used by inspection).
 
     Returns
@@ -89,12 +89,12 @@ def scan_imagefolder(root: str | os.PathLike, *, on_loop: str = "raise") -> Fold
 
     Raises
     ------
-    TansError
+    DatasetError
         When ``root`` does not exist or is not a directory, or on a symlink loop.
     """
     root = require_path(root)
     if not root.is_dir():
-        raise TansError(
+        raise DatasetError(
             f"Expected a folder of class sub-folders, got the file {str(root)!r}; pass the folder "
             "that holds one sub-folder per class, or use load_path() for .zip, .npz and IDX files."
         )
@@ -161,7 +161,7 @@ def _walk_files(
 
 def _loop(path: Path, on_loop: str, loops: list[Path]) -> None:
     if on_loop == "raise":
-        raise TansError(
+        raise DatasetError(
             f"Symbolic link loop: {str(path)!r} points back to {os.path.realpath(path)!r}, one of its "
             "own parent folders; remove or fix the link so the folder tree has an end."
         )
@@ -204,7 +204,7 @@ def load_imagefolder(
 
     Raises
     ------
-    TansError
+    DatasetError
         Nonexistent path, a file instead of a folder, an empty folder, no class folders, a single
         class, a class folder without readable images, or a symlink loop.
 
@@ -242,7 +242,7 @@ def load_imagefolder(
             readable += 1
         skipped += unreadable
         if readable == 0:
-            raise TansError(
+            raise DatasetError(
                 f"Class folder {_rel(folder.path, root)!r} in {str(root)!r} has no readable images "
                 f"({_count_phrase(unreadable)}); add images to it or remove the folder."
             )
@@ -270,25 +270,25 @@ def _require_classes(scan: FolderScan) -> None:
     root = scan.root
     if not scan.folders:
         if scan.stray_files:
-            raise TansError(
+            raise DatasetError(
                 f"Folder {str(root)!r} holds {len(scan.stray_files)} files but no class sub-folders; "
                 "expected root/<class>/<image>: move each class's images into a sub-folder named "
                 "after the class."
             )
-        raise TansError(
+        raise DatasetError(
             f"Folder {str(root)!r} is empty; expected one sub-folder per class with images in it "
             "(root/<class>/<image>, e.g. root/cat/1.png and root/dog/1.png)."
         )
     empty = [f for f in scan.folders if not f.files]
     if empty:
-        raise TansError(
+        raise DatasetError(
             f"Class folder {_rel(empty[0].path, root)!r} in {str(root)!r} has no images"
             f"{f' (and {len(empty) - 1} more empty folders)' if len(empty) > 1 else ''}; add images "
             "to it or remove the folder."
         )
     classes = scan.class_names
     if len(classes) < 2:
-        raise TansError(
+        raise DatasetError(
             f"Found a single class folder ({classes[0]!r}) in {str(root)!r}; need at least 2 classes "
             "for classification: add one sub-folder of images per class."
         )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tans._errors import TansError
+from tans._errors import DatasetError
 from tans.data.dataset import Dataset
 from tans.data.loaders._arrays import array_dataset, images_from_array, labels_from_array
 from tans.data.loaders._common import check_options, require_path
@@ -37,7 +37,7 @@ def read_idx(path: str | os.PathLike, *, max_bytes: int = MAX_IDX_BYTES) -> np.n
 
     Raises
     ------
-    TansError
+    DatasetError
         Bad magic number, unknown type code, or fewer bytes than the header declares.
     """
     path = require_path(path)
@@ -46,26 +46,26 @@ def read_idx(path: str | os.PathLike, *, max_bytes: int = MAX_IDX_BYTES) -> np.n
         with opener(path, "rb") as f:
             magic = f.read(4)
             if not _is_idx_magic(magic):
-                raise TansError(
+                raise DatasetError(
                     f"{str(path)!r} is not an IDX file (magic bytes {magic.hex() or 'none'}); expected MNIST "
                     "IDX data such as train-images-idx3-ubyte[.gz]."
                 )
             dtype = np.dtype(_IDX_DTYPES[magic[2]])
             header = f.read(4 * magic[3])
             if len(header) < 4 * magic[3]:
-                raise TansError(f"IDX file {str(path)!r} is truncated inside its header; re-download it.")
+                raise DatasetError(f"IDX file {str(path)!r} is truncated inside its header; re-download it.")
             dims = tuple(int(d) for d in np.frombuffer(header, dtype=">u4"))
             size = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
             if size > max_bytes:
-                raise TansError(
+                raise DatasetError(
                     f"IDX file {str(path)!r} declares {dims} = {size:,} bytes, more than the {max_bytes:,} "
                     "allowed; split it or raise max_bytes."
                 )
             data = f.read(size)
     except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
-        raise TansError(f"Cannot read IDX file {str(path)!r} ({exc}); re-download it.") from exc
+        raise DatasetError(f"Cannot read IDX file {str(path)!r} ({exc}); re-download it.") from exc
     if len(data) < size:
-        raise TansError(
+        raise DatasetError(
             f"IDX file {str(path)!r} is truncated: header declares {dims} ({size:,} bytes), found "
             f"{len(data):,}; re-download it."
         )
@@ -99,7 +99,7 @@ def load_idx(
 
     Raises
     ------
-    TansError
+    DatasetError
         Unreadable IDX files, no labels file found, or images and labels that do not match.
     """
     check_options(image_size, channels)
@@ -114,7 +114,7 @@ def read_idx_arrays(images_path: Path, labels_path: Path) -> tuple[np.ndarray, n
     x = read_idx(images_path)
     y = read_idx(labels_path)
     if x.ndim not in (3, 4):
-        raise TansError(
+        raise DatasetError(
             f"{str(images_path)!r} holds an array of shape {x.shape}; expected images (n, h, w) — is it "
             "the labels file? Pass the *-images-idx3-ubyte file first."
         )
@@ -131,7 +131,7 @@ def find_idx_labels(images_path: Path) -> Path:
         for candidate in (guess, guess + ".gz"):
             if (images_path.parent / candidate).is_file():
                 return images_path.parent / candidate
-    raise TansError(
+    raise DatasetError(
         f"No labels file found for IDX images {str(images_path)!r}; expected "
         f"{guess + '[.gz]' if guess != stem else '*-labels-idx1-ubyte[.gz]'!r} next to it: pass "
         "labels_path explicitly."

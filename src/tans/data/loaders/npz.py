@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tans._errors import TansError
+from tans._errors import DatasetError
 from tans.data.dataset import SPLITS, Dataset
 from tans.data.loaders._arrays import array_dataset, images_from_array, labels_from_array, strings
 from tans.data.loaders._common import check_options, read_meta, require_path
@@ -49,7 +49,7 @@ def load_npz(
 
     Raises
     ------
-    TansError
+    DatasetError
         Missing keys (the message lists the keys found), wrong shapes or value ranges, pickled
         objects, or a damaged file.
     """
@@ -71,7 +71,7 @@ def read_npz_arrays(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, li
     """
     path = Path(path)
     if not zipfile.is_zipfile(path):
-        raise TansError(
+        raise DatasetError(
             f"{str(path)!r} is not a .npz archive; expected a file written by np.savez(path, x=images, "
             "y=labels): re-save it that way."
         )
@@ -80,22 +80,20 @@ def read_npz_arrays(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, li
             keys = list(npz.files)
             missing = [k for k in ("x", "y") if k not in keys]
             if missing:
-                raise TansError(
+                raise DatasetError(
                     f"{str(path)!r} lacks key{'s' if len(missing) > 1 else ''} "
                     f"{', '.join(map(repr, missing))}; "
                     f"found keys {keys}; expected 'x' (images), 'y' (labels) and optionally 'class_names': "
                     "save with np.savez(path, x=images, y=labels)."
                 )
             arrays = {k: npz[k] for k in keys if k in ("x", "y", "class_names") or k.startswith("split_")}
-    except TansError:
-        raise
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
         if isinstance(exc, ValueError) and "pickle" in str(exc):
-            raise TansError(
+            raise DatasetError(
                 f"{str(path)!r} holds Python objects that would need unpickling, which tans refuses for "
                 "safety; expected plain numeric arrays (and a string array for class_names)."
             ) from exc
-        raise TansError(f"Cannot read {str(path)!r} as .npz ({exc}); re-save it with np.savez.") from exc
+        raise DatasetError(f"Cannot read {str(path)!r} as .npz ({exc}); re-save it with np.savez.") from exc
 
     images = images_from_array(arrays["x"], path, "x")
     names = None
@@ -111,7 +109,7 @@ def _split_from_arrays(arrays: dict, split_keys: list[str], n: int, path: Path) 
     """Checked ``split_train`` / ``split_val`` / ``split_test`` index arrays: all three, disjoint."""
     wanted = [f"split_{s}" for s in SPLITS]
     if not all(k in arrays for k in wanted):
-        raise TansError(
+        raise DatasetError(
             f"{str(path)!r} has some split keys ({split_keys}) "
             f"but not all of {wanted}; store all three index arrays or none."
         )
@@ -124,13 +122,13 @@ def _split_from_arrays(arrays: dict, split_keys: list[str], n: int, path: Path) 
             len(idx) == 0 or (np.issubdtype(idx.dtype, np.integer) and idx.min() >= 0 and idx.max() < n)
         )
         if not valid:
-            raise TansError(
+            raise DatasetError(
                 f"{str(path)!r}: 'split_{s}' must be a 1-D array of indices in [0, {n}), got "
                 f"{idx.dtype} of shape {idx.shape}."
             )
         idx = idx.astype(np.int64)
         if seen[idx].any() or len(np.unique(idx)) != len(idx):
-            raise TansError(f"{str(path)!r}: split index arrays overlap; each image belongs to one split.")
+            raise DatasetError(f"{str(path)!r}: split index arrays overlap; each image belongs to one split.")
         seen[idx] = True
         parts[s] = np.sort(idx)
     return parts

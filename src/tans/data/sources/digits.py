@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tans._errors import TansError
+from tans._errors import DatasetError
 from tans.data.dataset import Dataset
 
 __all__ = ["INSTALL_HINT", "LICENCE", "SOURCE", "count_digits", "installed", "load_digits"]
@@ -28,7 +28,7 @@ def count_digits(*, classes: Sequence[int] | None = None) -> int:
     """Number of images :func:`load_digits` returns, read from the data file without importing sklearn."""
     spec = importlib.util.find_spec("sklearn")
     if spec is None or not spec.submodule_search_locations:
-        raise TansError(f"Built-in source 'digits' needs scikit-learn, which is not installed; {INSTALL_HINT}.")
+        raise DatasetError(f"Built-in source 'digits' needs scikit-learn, which is not installed; {INSTALL_HINT}.")
     path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / "digits.csv.gz"
     with gzip.open(path, "rt") as fh:
         labels = [int(float(line.rsplit(",", 1)[1])) for line in fh if line.strip()]
@@ -51,11 +51,11 @@ def load_digits(*, classes: Sequence[int] | None = None) -> Dataset:
 
     Raises
     ------
-    TansError
+    DatasetError
         If scikit-learn is missing or ``classes`` names a digit outside 0..9.
     """
     if not installed():
-        raise TansError(f"Built-in source 'digits' needs scikit-learn, which is not installed; {INSTALL_HINT}.")
+        raise DatasetError(f"Built-in source 'digits' needs scikit-learn, which is not installed; {INSTALL_HINT}.")
     from sklearn.datasets import load_digits as _sk_load_digits
 
     bunch = _sk_load_digits()
@@ -73,5 +73,5 @@ def load_digits(*, classes: Sequence[int] | None = None) -> Dataset:
         return dataset
     bad = [c for c in classes if not 0 <= int(c) <= 9]
     if bad:
-        raise TansError(f"Digits classes must lie in 0..9, got {bad}; pass e.g. classes=[0, 1, 2].")
+        raise DatasetError(f"Digits classes must lie in 0..9, got {bad}; pass e.g. classes=[0, 1, 2].")
     return dataset.select_classes([int(c) for c in classes])

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tans._errors import TansError, did_you_mean
+from tans._errors import DatasetError, did_you_mean
 from tans.data.dataset import Dataset
 from tans.data.sources import read_artwork
 from tans.paths import sources_dir
@@ -70,7 +70,7 @@ def package_dir(vendor: str) -> Path:
 
 def _check_vendor(vendor: str) -> None:
     if vendor not in VENDOR_LICENCES:
-        raise TansError(
+        raise DatasetError(
             f"Unknown emoji vendor '{vendor}': expected one of {', '.join(VENDOR_LICENCES)}."
             + did_you_mean(vendor, VENDOR_LICENCES)
         )
@@ -89,17 +89,17 @@ def emoji_images(vendor: str) -> tuple[EmojiImage, ...]:
 
     Raises
     ------
-    TansError
+    DatasetError
         If the package is not installed or its ``emoji.json`` is unreadable.
     """
     _check_vendor(vendor)
     if not installed(vendor):
-        raise TansError(f"Emoji artwork for '{vendor}' not found under {package_dir(vendor)}; {INSTALL_HINT}.")
+        raise DatasetError(f"Emoji artwork for '{vendor}' not found under {package_dir(vendor)}; {INSTALL_HINT}.")
     root = package_dir(vendor)
     try:
         records = json.loads((root / "emoji.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise TansError(f"Cannot read {root / 'emoji.json'} ({exc}); {INSTALL_HINT}.") from None
+        raise DatasetError(f"Cannot read {root / 'emoji.json'} ({exc}); {INSTALL_HINT}.") from None
     img_dir = root / "img" / vendor / "64"
     has_img = f"has_img_{vendor}"
     out: list[EmojiImage] = []
@@ -123,9 +123,9 @@ def _select(
     skin_tones: bool,
 ) -> tuple[list[EmojiImage], np.ndarray, tuple[str, ...]]:
     if group_by not in GROUP_BY:
-        raise TansError(f"Unknown emoji grouping '{group_by}': expected 'category' or 'subcategory'.")
+        raise DatasetError(f"Unknown emoji grouping '{group_by}': expected 'category' or 'subcategory'.")
     if not vendors:
-        raise TansError("Emoji loader needs at least one vendor, e.g. vendors=('google',).")
+        raise DatasetError("Emoji loader needs at least one vendor, e.g. vendors=('google',).")
     chosen = [
         e
         for v in vendors
@@ -136,7 +136,7 @@ def _select(
     names = tuple(classes) if classes is not None else tuple(present)
     unknown = [c for c in names if c not in present]
     if unknown:
-        raise TansError(
+        raise DatasetError(
             f"Emoji {group_by} {unknown[0]!r} has no artwork in {', '.join(vendors)}"
             f"{' within ' + ', '.join(categories) if categories else ''}." + did_you_mean(unknown[0], present)
         )
@@ -195,12 +195,12 @@ def load_emoji(
 
     Raises
     ------
-    TansError
+    DatasetError
         If a vendor is unknown or not installed, a class has no artwork, or fewer than two
         classes remain.
     """
     if not 8 <= int(size) <= 256:
-        raise TansError(f"Emoji size must be between 8 and 256 pixels, got {size}.")
+        raise DatasetError(f"Emoji size must be between 8 and 256 pixels, got {size}.")
     kept, labels, names = _select(vendors, group_by, categories, classes, skin_tones)
     images, ok = read_artwork([item.path for item in kept], size, what="emoji artwork")
     return Dataset(

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from tans._atomic import write_bytes
-from tans._errors import TansError, TansWarning, did_you_mean
+from tans._errors import DatasetError, TansWarning, did_you_mean
 from tans._json import dumps
 from tans.data.dataset import Dataset
 from tans.paths import cache_dir
@@ -476,22 +476,22 @@ def load_glyphs(
 
     Raises
     ------
-    TansError
+    DatasetError
         If the script is unknown, the arguments are out of range, or fewer than two characters
         are covered by installed fonts.
     """
     if script not in SCRIPTS:
-        raise TansError(f"Unknown glyph script '{script}'." + did_you_mean(script, SCRIPTS))
+        raise DatasetError(f"Unknown glyph script '{script}'." + did_you_mean(script, SCRIPTS))
     if not 1 <= int(per_class) <= 10_000:
-        raise TansError(f"Glyph per_class must be between 1 and 10000, got {per_class}.")
+        raise DatasetError(f"Glyph per_class must be between 1 and 10000, got {per_class}.")
     if not 8 <= int(size) <= 256:
-        raise TansError(f"Glyph size must be between 8 and 256 pixels, got {size}.")
+        raise DatasetError(f"Glyph size must be between 8 and 256 pixels, got {size}.")
     spec = SCRIPTS[script]
     wanted = spec.chars
     if chars is not None:
         start, stop = (int(c) for c in chars)
         if not 0 <= start < stop <= len(spec.chars):
-            raise TansError(
+            raise DatasetError(
                 f"Glyph chars must be a range (start, stop) within 0..{len(spec.chars)} of script '{script}', "
                 f"got {tuple(chars)}."
             )
@@ -501,7 +501,7 @@ def load_glyphs(
     )
     which = f"{spec.title}{' in ' + typeface + ' typefaces' if typeface else ''}"
     if len(rendered) < 2:
-        raise TansError(
+        raise DatasetError(
             f"Glyphs '{script}': {which} needs fonts covering at least 2 of its {len(wanted)} characters, "
             f"found {len(rendered)}; {INSTALL_HINT}."
         )

