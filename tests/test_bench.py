@@ -187,7 +187,7 @@ def test_every_method_picks_within_the_budget(records_zoo, fitted_searcher):
             assert ranking.ids, name
             assert len(ranking.ids) == len(set(ranking.ids)) <= max(3, ctx.random_draws)
             assert budget is None or all(params[i] <= budget for i in ranking.ids), name
-            assert ranking.seconds >= 0
+            assert ranking.seconds < 60, name  # the tiny zoo ranks in well under a minute
         if method.score is not None:
             scores = method.score(ctx, ctx.allowed(None))
             assert scores.shape == (len(ctx.entries),) and np.isfinite(scores).all(), name
@@ -240,7 +240,11 @@ def test_tiny_end_to_end_run_writes_the_report_and_resumes(zoo_dir, configs, tmp
         "searcher_beats_logme_and_static_baselines", "searcher_regret_below_logme", "searcher_20x_faster_than_logme",
         "stage1_tau_at_least_0.60", "stage1_at_least_static_prior", "stage1_100x_faster_than_logme",
     }  # fmt: skip
-    assert all(isinstance(g.get("met", True), bool) for g in results["goals"].values())
+    tau_goal = results["goals"]["stage1_tau_at_least_0.60"]
+    assert tau_goal["value"] == results["summary"]["searcher-stage1"]["tau"]["1"]["symmetric"]
+    assert tau_goal["met"] == (tau_goal["value"] is not None and tau_goal["value"] >= 0.60)
+    for g in results["goals"]["searcher_regret_below_logme"].values():
+        assert g["met"] == (g["searcher"] is not None and g["logme"] is not None and g["searcher"] < g["logme"])
     report = (out / "report.md").read_text()
     for heading in ("# tans bench: tiny", "## Weighted Kendall tau", "## Epochs to reach", "## Goals",
                     f"### {TEST_DATASET}", "## Plots", "weightedtau(acc, score, rank=None)"):

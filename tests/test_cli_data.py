@@ -96,3 +96,23 @@ def test_load_dataset_resolves_names_and_paths(tmp_path):
         load_dataset("digit-5-9")
     with pytest.raises(TansError, match="No such file"):
         load_dataset(str(tmp_path / "missing.npz"))
+
+
+def test_a_command_writes_its_cache_under_the_temporary_home_not_the_real_one(capsys, tmp_path):
+    import time
+    from pathlib import Path
+
+    from tans.data.catalogue import get_task
+    from tans.paths import cache_dir, tans_home
+
+    real = Path.home() / ".cache" / "tans"
+    assert not tans_home().resolve().is_relative_to(real.resolve())  # conftest's suite-wide home
+    key = get_task("digits-5-9").cache_key()
+    for old in cache_dir("builtin").glob(f"{key}.*"):
+        old.unlink()  # so this run writes it again
+    start = time.time()
+    code, _, err = run(capsys, "data", "prepare", "digits-5-9", "--format", "npz", "--out", str(tmp_path))
+    assert code == 0, err
+    [written] = cache_dir("builtin").glob(f"{key}.*")
+    twin = real / written.relative_to(tans_home())
+    assert not twin.exists() or twin.stat().st_mtime < start

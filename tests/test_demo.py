@@ -37,7 +37,10 @@ def test_demo_builds_once_then_reuses(tiny_demo, capsys):
     records = first["transfer_records"]
     assert records["added"] == records["planned"] == 4 and records["failed"] == {}  # 2 networks x 2 targets
     assert Zoo.open(first["zoo"]).transfer_count() == 4
-    assert first["search"]["rows"] and first["comparison"]["pretrained"]["test_acc"] >= 0
+    pretrained, scratch = first["comparison"]["pretrained"], first["comparison"]["scratch"]
+    assert pretrained["model_id"] == first["search"]["rows"][0]["id"]  # the demo fine-tunes the best find
+    assert first["comparison"]["gain"] == pytest.approx(pretrained["test_acc"] - scratch["test_acc"])
+    assert json.loads((out / "model.json").read_text())["results"]["test_acc"] == pretrained["test_acc"]
     assert (out / "curves.png").exists() and (out / "model.safetensors").exists() and (out / "demo.json").exists()
 
     # The second run reuses the zoo, the records and the searcher, and prints for people.

@@ -78,7 +78,9 @@ def test_finetune_one_epoch_gives_a_full_result_and_a_new_head(zoo, entry, datas
     assert not result.from_scratch and result.label == "fine-tuned"
     assert result.class_names == dataset.class_names and result.dataset == "digits-5-7"
     assert result.chance == pytest.approx(dataset.split("val").chance_accuracy)  # chance of what was evaluated
-    assert 0.0 <= result.test_acc <= 1.0 and 0.0 <= result.val_acc <= 1.0 and result.wall_seconds > 0
+    assert result.wall_seconds >= result.train.wall_seconds > 0
+    for acc, n in ((result.val_acc, result.train.val_images), (result.test_acc, result.train.test_images)):
+        assert 0 < n <= 32 and acc * n == pytest.approx(round(acc * n))  # a share of the images evaluated
     assert result.paths == {} and result.train.train_images <= 48
     assert result.model.get_classifier().out_features == 3
     x = to_input(dataset.images[:2].repeat(4, 1).repeat(4, 2))  # 8x8 -> 32x32, enough for a shape check
@@ -245,7 +247,8 @@ def test_cli_json_writes_model_curves_and_onnx(capsys, zoo, entry, tmp_path):
     report = json.loads(stdout)
     assert report["model_id"] == entry.id and report["source_task"] == "digits-0-4"
     assert len(report["epochs"]) == 1 and len(report["class_names"]) == 5
-    assert 0 <= report["test_acc"] <= 1 and report["chance"] == pytest.approx(0.2, abs=0.01)
+    assert report["chance"] == pytest.approx(0.2, abs=0.01)
+    assert json.loads((out / "model.json").read_text())["results"]["test_acc"] == report["test_acc"]
     assert set(report["paths"]) == {"weights", "metadata", "curves", "onnx"}
     assert all((out / name).is_file() for name in ("model.safetensors", "model.json", "curves.png", "model.onnx"))
 
