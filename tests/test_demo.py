@@ -1,6 +1,7 @@
 """`tans demo` end to end on a shrunken configuration: build, records, fit, search, compare, then reuse."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -55,3 +56,12 @@ def test_demo_builds_once_then_reuses(tiny_demo, capsys):
     # Afterwards search and finetune work with no further setup (default zoo and searcher).
     assert main(["search", "digits-5-9", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["rows"]
+
+    # A cached searcher an older tans wrote is fitted again, not an error.
+    config_path = Path(first["searcher"]) / "searcher.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, "format_version": 1}))
+    assert main(["demo", "--out", str(out), "--workers", "1"]) == 0
+    captured = capsys.readouterr()
+    assert "cached searcher is not usable" in " ".join((captured.out + captured.err).split())  # as wrapped by rich
+    assert json.loads((out / "demo.json").read_text())["searcher_fitted"]

@@ -18,6 +18,7 @@ from typing import Any
 
 from tans._atomic import write_bytes
 from tans._json import dumps
+from tans.errors import TansError
 from tans.finetune import Comparison, finetune_and_scratch, finetune_recipe
 from tans.index import Constraints
 from tans.paths import default_searcher_path, default_zoo_dir
@@ -149,13 +150,17 @@ def run_demo(
     transfers = records if records.added or records.failed else None
 
     fitted = build is not None or transfers is not None or not is_artifact(searcher_path)
+    if not fitted:
+        try:
+            stage(f"searcher: {searcher_path}")
+            searcher = Searcher.load(searcher_path)
+        except TansError as exc:  # one an older tans wrote: fit a new one
+            stage(f"the cached searcher is not usable, meta-training a new one ({exc})")
+            fitted = True
     if fitted:
         stage(f"meta-training the searcher on {zoo.transfer_count()} transfer records")
         searcher = Searcher(**DEMO_SEARCHER).fit(zoo, progress=fit_progress)
         searcher.save(searcher_path)
-    else:
-        stage(f"searcher: {searcher_path}")
-        searcher = Searcher.load(searcher_path)
 
     stage(f"searching for {DEMO_TARGET} (at most {DEMO_MAX_PARAMS:,} parameters)")
     found = searcher.search(DEMO_TARGET, zoo=zoo, constraints=Constraints(max_params=DEMO_MAX_PARAMS), top_k=5)

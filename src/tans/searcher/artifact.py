@@ -3,7 +3,7 @@
 Layout::
 
     <path>/
-        searcher.json          {"format": "tans-searcher", "format_version": 1, "weights_sha256": ...,
+        searcher.json          {"format": "tans-searcher", "format_version": 2, "weights_sha256": ...,
                                  "params": ..., "extractor": ..., ...}
         searcher.safetensors   every tensor (extractor, encoders, predictor), names prefixed
 
@@ -31,7 +31,7 @@ from tans.zoo.store import serialize_safetensors
 __all__ = ["FORMAT", "FORMAT_VERSION", "CONFIG_NAME", "WEIGHTS_NAME", "save_artifact", "load_artifact", "is_artifact"]
 
 FORMAT = "tans-searcher"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: stage 2's combiner keeps a level and an order of its own features
 CONFIG_NAME = "searcher.json"
 WEIGHTS_NAME = "searcher.safetensors"
 
