@@ -43,9 +43,9 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _init_worker(parent: int) -> None:
+    _die_with_parent(parent)  # first: importing torch takes seconds, and the parent may die meanwhile
     import torch
 
-    _die_with_parent(parent)
     torch.set_num_threads(1)
 
 
