@@ -135,6 +135,20 @@ def test_search_table_fits_100_columns(records_zoo, fitted_searcher, screen, cap
     assert code == 0 and found[0]["arch"] in out and "stage1_acc" in out
 
 
+def test_version_is_defined_once():
+    """pyproject.toml reads its version from tans.__version__; the installed metadata agrees."""
+    from importlib.metadata import version
+    from pathlib import Path
+
+    from setuptools.config.pyprojecttoml import read_configuration
+
+    import tans
+
+    pyproject = read_configuration(Path(__file__).parents[1] / "pyproject.toml")
+    assert "version" in pyproject["project"]["dynamic"]
+    assert pyproject["project"]["version"] == tans.__version__ == version("tans")
+
+
 def test_version_and_completion(capsys, monkeypatch):
     from importlib.metadata import version
 

@@ -220,7 +220,7 @@ def test_cli_verify_fails_on_tampered_weights(tmp_path, capsys):
     [
         (("zoo", "build"), "Give --config FILE or --tasks"),
         (("zoo", "build", "--tasks", "digts-0-4"), "Did you mean 'digits-0-4'"),
-        (("zoo", "list", "--zoo", "/no/such/zoo"), "No zoo at '/no/such/zoo'"),
+        (("zoo", "list", "--zoo", "/no/such/zoo"), "expected a tans zoo at /no/such/zoo"),
         (("zoo", "add-timm", "resnet10t", "--task", "digits-0-4", "--init", "maybe"), "Unknown --init 'maybe'"),
     ],
 )

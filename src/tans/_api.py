@@ -104,8 +104,8 @@ def search(
     >>> found = tans.search("glyphs-tamil-p1", max_params=100_000, top_k=3)
     >>> [(row.id, round(row.predicted_acc, 2)) for row in found.rows]  # doctest: +SKIP
     """
-    from tans.finetune.finetune import open_zoo
     from tans.searcher import Searcher
+    from tans.zoo import open_zoo
 
     store = open_zoo(zoo)
     model = searcher if isinstance(searcher, Searcher) else open_searcher(searcher, zoo=store)
@@ -145,7 +145,7 @@ def load_model(model_id: str, *, zoo: Zoo | PathLike | None = None) -> nn.Module
     >>> net(torch.zeros(1, 3, 32, 32)).shape  # doctest: +SKIP
     torch.Size([1, 5])
     """
-    from tans.finetune.finetune import open_zoo
+    from tans.zoo import open_zoo
 
     return open_zoo(zoo).load_model(model_id).eval()
 
@@ -205,7 +205,7 @@ def finetune(
     from tans.data import load_dataset
     from tans.finetune import finetune as run_finetune
     from tans.finetune import finetune_recipe, load_finetuned
-    from tans.finetune.finetune import open_zoo
+    from tans.zoo import open_zoo
 
     recipe = finetune_recipe(epochs, seed=seed)  # checks epochs before any loading
     store = open_zoo(zoo)

@@ -27,7 +27,7 @@ def finetune_cmd(
     from tans._api import add_record, default_out_dir, warn_if_at_chance
     from tans.data import load_dataset
     from tans.finetune import finetune, finetune_and_scratch, finetune_recipe
-    from tans.finetune.finetune import open_zoo
+    from tans.zoo import open_zoo
 
     recipe = finetune_recipe(epochs, seed=seed)  # checks --epochs before any loading
     if onnx:

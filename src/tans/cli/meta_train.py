@@ -9,7 +9,7 @@ import typer
 
 from tans.cli._output import console, print_json, print_table
 from tans.cli._progress import progress_bar
-from tans.paths import default_searcher_path, default_zoo_dir
+from tans.paths import default_searcher_path
 
 
 def meta_train(
@@ -29,10 +29,10 @@ def meta_train(
 
     Logs the weighted tau, top-1 regret and predicted-accuracy error on held-out target families.
     """
-    from tans.cli.zoo import open_zoo
     from tans.searcher import Searcher
+    from tans.zoo import open_zoo
 
-    zoo_obj = open_zoo(zoo or default_zoo_dir())
+    zoo_obj = open_zoo(zoo)
     out = out or default_searcher_path()
     options = {"epochs": epochs, "patience": patience, "val_fraction": val_fraction, "extractor": extractor,
                "set_encoder": set_encoder, "use_functional": functional}

@@ -39,7 +39,7 @@ def search(
     fine-tunes them briefly, halving the field each round, and ranks by validation accuracy.
     """
     from tans._api import search as run_search
-    from tans.finetune.finetune import open_zoo
+    from tans.zoo import open_zoo
 
     store = open_zoo(zoo)
     result = run_search(dataset, zoo=store, searcher=searcher, max_params=max_params, max_flops=max_flops,

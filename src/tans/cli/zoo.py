@@ -28,19 +28,6 @@ SORT_KEYS = {"id": False, "arch": False, "task": False, "val_acc": True, "test_a
 TRANSFER_COLUMNS = ["target", "family", "epochs", "test_acc", "seconds", "origin"]
 
 
-def open_zoo(path: Path | None):
-    """Open an existing zoo, or say how to make one."""
-    from tans.zoo import Zoo
-
-    path = path or default_zoo_dir()
-    if not (path / "zoo.sqlite").exists():
-        raise TansError(
-            f"No zoo at '{path}'; build one with 'tans zoo build --tasks digits-0-4,digits-5-9 --zoo {path}' "
-            "or run 'tans demo'."
-        )
-    return Zoo.open(path)
-
-
 def _row(entry) -> dict:
     d = entry.to_dict()
     d.pop("embedding")
@@ -124,6 +111,7 @@ def transfer_cmd(
     The searcher learns from these records ('tans meta-train'). Each (model, target, seed) is one
     short fine-tune with the benchmark's recipe; a killed run loses at most the fine-tunes in flight.
     """
+    from tans.zoo import open_zoo
     from tans.zoo.transfer import TransferConfig, run_transfers
 
     cfg = TransferConfig.from_file(config) if config else TransferConfig()
@@ -173,6 +161,7 @@ def list_cmd(
 ) -> None:
     """List the zoo's entries (every field with --json), and count their transfer records."""
     from tans._errors import did_you_mean
+    from tans.zoo import open_zoo
 
     if sort is not None and sort not in SORT_KEYS:
         raise TansError(f"Unknown --sort '{sort}'; expected one of {', '.join(SORT_KEYS)}.{did_you_mean(sort, SORT_KEYS)}")
@@ -201,6 +190,8 @@ def list_cmd(
 def show_cmd(entry_id: Annotated[str, typer.Argument(help="Entry id (see 'tans zoo list').")],
              zoo: ZooOption = None, as_json: JsonOption = False) -> None:
     """Every field of one entry, and its transfer records (fine-tunes on target tasks)."""
+    from tans.zoo import open_zoo
+
     store = open_zoo(zoo)
     row = _row(store.get(entry_id))
     records = store.transfers(model_id=entry_id)
@@ -233,6 +224,7 @@ def export_onnx_cmd(
     """
     from tans.finetune import export_onnx
     from tans.training.loop import INPUT_MEAN, INPUT_STD
+    from tans.zoo import open_zoo
 
     store = open_zoo(zoo)
     size = store.working_format.size
@@ -247,6 +239,8 @@ def export_onnx_cmd(
 @app.command("verify")
 def verify_cmd(zoo: ZooOption = None, as_json: JsonOption = False) -> None:
     """Check every weights file against its checksum; exit 1 when something is missing or tampered."""
+    from tans.zoo import open_zoo
+
     report = open_zoo(zoo).verify()
     if as_json:
         print_json(report.to_dict())
@@ -264,7 +258,7 @@ def export_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """Write the zoo, or some entries, as one archive of safetensors files plus metadata."""
-    from tans.zoo import export_zoo
+    from tans.zoo import export_zoo, open_zoo
 
     store = open_zoo(zoo)
     path = export_zoo(store, out, ids=ids.split(",") if ids else None)

@@ -14,14 +14,9 @@ from tans.finetune.export import (
     load_finetuned,
     save_finetuned,
 )
-from tans.finetune.finetune import (
-    Comparison,
-    FinetuneResult,
-    finetune,
-    finetune_and_scratch,
-    finetune_recipe,
-)
+from tans.finetune.finetune import finetune, finetune_and_scratch, finetune_recipe
 from tans.finetune.plots import plot_curves
+from tans.finetune.result import Comparison, FinetuneResult
 
 __all__ = [
     "Comparison",

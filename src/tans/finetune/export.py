@@ -29,7 +29,7 @@ from tans.data.transforms import WorkingFormat, resize_images
 from tans.training.loop import INPUT_MEAN, INPUT_STD, to_input
 
 if TYPE_CHECKING:
-    from tans.finetune.finetune import FinetuneResult
+    from tans.finetune.result import FinetuneResult
 
 __all__ = ["FinetunedMeta", "FinetunedModel", "save_finetuned", "load_finetuned", "export_onnx", "check_exporter",
            "EXPORTERS"]

@@ -12,19 +12,22 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
+from tans._atomic import check_folder
 from tans._errors import TansError
 from tans.data.dataset import Dataset
 from tans.data.transforms import WorkingFormat, to_working
-from tans.training.loop import EpochStats, TrainResult, default_device, train
+from tans.finetune.export import OUTPUT_NAMES, save_finetuned
+from tans.finetune.plots import plot_curves
+from tans.finetune.result import Comparison, FinetuneResult
+from tans.training.loop import EpochStats, default_device, train
 from tans.training.recipe import Recipe
-from tans.zoo.store import Zoo
+from tans.zoo.store import Zoo, open_zoo
 
 __all__ = [
     "FinetuneResult",
@@ -33,7 +36,6 @@ __all__ = [
     "finetune_and_scratch",
     "finetune_recipe",
     "head_parameter_names",
-    "open_zoo",
     "DEFAULT_EPOCHS",
 ]
 
@@ -83,154 +85,6 @@ def finetune_recipe(epochs: int = DEFAULT_EPOCHS, *, seed: int = 0) -> Recipe:
         max_train_images=4000,
         max_eval_images=2000,
     )
-
-
-@dataclass(frozen=True)
-class FinetuneResult:
-    """What :func:`finetune` did.
-
-    Parameters
-    ----------
-    model_id : str or None
-        Zoo entry the weights came from (also set from scratch, naming whose architecture was
-        used); ``None`` for a model passed in memory.
-    arch : str
-        Architecture name.
-    source_task : str or None
-        Task the zoo entry was trained on.
-    from_scratch : bool
-        Random initialisation instead of the entry's weights.
-    dataset, dataset_fingerprint : str
-        Name and content fingerprint of the dataset trained on.
-    class_names : tuple of str
-        Classes of the new head, in label order.
-    working_format : WorkingFormat
-        Image size and channels the model consumes.
-    epochs : tuple of EpochStats
-        Per-epoch learning rate, train loss, train and val accuracy.
-    val_acc, test_acc, chance : float
-        Final accuracy (BatchNorm statistics re-estimated) next to the chance level.
-    wall_seconds : float
-        Time of the whole call, conversion and saving included.
-    train : TrainResult
-        The training loop's full report (image counts, throughput, device, recipe).
-    paths : dict of str to str
-        Files written (``weights``, ``metadata``, ``curves``, ``onnx``); empty without ``out_dir``.
-    model : nn.Module
-        The trained model, on the CPU in eval mode (not part of :meth:`to_dict`).
-    """
-
-    # what was trained
-    model_id: str | None
-    arch: str
-    source_task: str | None
-    from_scratch: bool
-    # on what
-    dataset: str
-    dataset_fingerprint: str
-    class_names: tuple[str, ...]
-    working_format: WorkingFormat
-    # how well
-    epochs: tuple[EpochStats, ...]
-    val_acc: float
-    test_acc: float
-    chance: float
-    wall_seconds: float
-    train: TrainResult = field(repr=False)
-    # where
-    paths: dict[str, str] = field(default_factory=dict)
-    model: nn.Module | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def label(self) -> str:
-        """``"fine-tuned"`` or ``"from scratch"``, for tables and plot legends."""
-        return "from scratch" if self.from_scratch else "fine-tuned"
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain values for JSON (no model)."""
-        return {
-            "model_id": self.model_id,
-            "arch": self.arch,
-            "source_task": self.source_task,
-            "from_scratch": self.from_scratch,
-            "dataset": self.dataset,
-            "dataset_fingerprint": self.dataset_fingerprint,
-            "class_names": list(self.class_names),
-            "working_format": asdict(self.working_format),
-            "epochs": [asdict(e) for e in self.epochs],
-            "val_acc": self.val_acc,
-            "test_acc": self.test_acc,
-            "chance": self.chance,
-            "wall_seconds": self.wall_seconds,
-            "train_images": self.train.train_images,
-            "val_images": self.train.val_images,
-            "test_images": self.train.test_images,
-            "device": self.train.device,
-            "recipe": self.train.recipe,
-            "paths": dict(self.paths),
-        }
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """A fine-tuned model next to the same architecture trained from scratch, same recipe."""
-
-    pretrained: FinetuneResult
-    scratch: FinetuneResult
-    curves: str | None = None  # plot of both runs, when an output directory was given
-
-    @property
-    def gain(self) -> float:
-        """Test accuracy of the fine-tuned model minus that of the from-scratch one."""
-        return self.pretrained.test_acc - self.scratch.test_acc
-
-    @property
-    def epochs_to_match(self) -> int | None:
-        """First epoch (1-based) whose fine-tuned val accuracy reaches the from-scratch final one.
-
-        Per-epoch accuracies use BatchNorm's running statistics; the last epoch counts with its
-        final (re-estimated) accuracy, the same kind the target is. ``None`` when the budget ends
-        first.
-        """
-        target = self.scratch.val_acc
-        curve = [e.val_acc for e in self.pretrained.epochs[:-1]] + [self.pretrained.val_acc]
-        for epoch, acc in enumerate(curve, start=1):
-            if acc >= target:
-                return epoch
-        return None
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain values for JSON."""
-        return {
-            "pretrained": self.pretrained.to_dict(),
-            "scratch": self.scratch.to_dict(),
-            "gain": self.gain,
-            "epochs_to_match": self.epochs_to_match,
-            "curves": self.curves,
-        }
-
-
-def open_zoo(zoo: Zoo | str | os.PathLike[str] | None) -> Zoo:
-    """The zoo object for ``zoo`` (``None``: the default zoo), with a one-line fix when missing.
-
-    Raises
-    ------
-    TansError
-        When there is no zoo at that place.
-    """
-    if isinstance(zoo, Zoo):
-        return zoo
-    if zoo is None:
-        from tans.paths import default_zoo_dir
-
-        path = default_zoo_dir()
-        if not (path / "zoo.sqlite").exists():
-            raise TansError(
-                f"expected the default zoo at {path}, but there is none; create it with 'tans demo' "
-                "or 'tans zoo build', or pass --zoo DIR."
-            )
-        return Zoo.open(path)
-    return Zoo.open(zoo)
 
 
 def head_parameter_names(model: nn.Module) -> set[str]:
@@ -390,16 +244,11 @@ def finetune(
 def _check_out_dir(out_dir: str | os.PathLike[str] | None) -> None:
     """Refuse an output path that is a file, or a folder of other things, before any training."""
     if out_dir is not None:
-        from tans._atomic import check_folder
-        from tans.finetune.export import OUTPUT_NAMES
 
         check_folder(out_dir, OUTPUT_NAMES)
 
 
 def _write_outputs(result: FinetuneResult, out_dir: Path, *, curves: bool = True) -> FinetuneResult:
-    from tans.finetune.export import save_finetuned
-    from tans.finetune.plots import plot_curves
-
     paths = save_finetuned(result, out_dir)
     if curves:
         paths["curves"] = str(plot_curves([result], out_dir / "curves.png"))
@@ -437,7 +286,6 @@ def finetune_and_scratch(
     -------
     Comparison
     """
-    from tans.finetune.plots import plot_curves
 
     data = _resolve_dataset(dataset)
     _check_out_dir(out_dir)

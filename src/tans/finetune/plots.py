@@ -12,7 +12,7 @@ from tans._atomic import new_file
 from tans._errors import TansError
 
 if TYPE_CHECKING:
-    from tans.finetune.finetune import FinetuneResult
+    from tans.finetune.result import FinetuneResult
 
 __all__ = ["plot_curves"]
 

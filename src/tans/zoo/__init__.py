@@ -2,6 +2,6 @@
 
 from tans.zoo.archive import ImportReport, export_zoo, import_zoo
 from tans.zoo.entry import ZooEntry, unit_key
-from tans.zoo.store import VerifyReport, Zoo
+from tans.zoo.store import VerifyReport, Zoo, open_zoo
 
-__all__ = ["Zoo", "ZooEntry", "VerifyReport", "ImportReport", "unit_key", "export_zoo", "import_zoo"]
+__all__ = ["Zoo", "open_zoo", "ZooEntry", "VerifyReport", "ImportReport", "unit_key", "export_zoo", "import_zoo"]

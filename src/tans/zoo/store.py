@@ -51,8 +51,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tans import _atomic
-from tans._errors import TansError, did_you_mean
+from tans._errors import TansError, ZooError, did_you_mean
 from tans.data.transforms import WorkingFormat
+from tans.paths import default_zoo_dir
 from tans.zoo.entry import ID_PATTERN, ZooEntry
 from tans.zoo.records import TaskRef, TransferRecord
 
@@ -61,7 +62,7 @@ if TYPE_CHECKING:
 
     from tans.data.dataset import Dataset
 
-__all__ = ["Zoo", "VerifyReport", "SCHEMA_VERSION", "DB_NAME", "WEIGHTS_DIR"]
+__all__ = ["Zoo", "open_zoo", "VerifyReport", "SCHEMA_VERSION", "DB_NAME", "WEIGHTS_DIR"]
 
 SCHEMA_VERSION = 2
 DB_NAME = "zoo.sqlite"
@@ -1268,3 +1269,26 @@ class Zoo:
         finally:
             conn.execute("COMMIT")
         return removed
+
+
+def open_zoo(zoo: Zoo | str | os.PathLike[str] | None) -> Zoo:
+    """The zoo object for ``zoo``: a :class:`Zoo` as is, a path opened, ``None`` the default zoo.
+
+    Raises
+    ------
+    ZooError
+        When there is no default zoo; the message says how to create one.
+    TansError
+        When a given path holds no zoo (see :meth:`Zoo.open`).
+    """
+    if isinstance(zoo, Zoo):
+        return zoo
+    if zoo is not None:
+        return Zoo.open(zoo)
+    path = default_zoo_dir()
+    if not (path / DB_NAME).exists():
+        raise ZooError(
+            f"expected the default zoo at {path}, but there is none; create it with 'tans demo' "
+            "or 'tans zoo build', or pass --zoo DIR."
+        )
+    return Zoo.open(path)
