@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from tans._errors import TansError
-from tans.index import AUTO_EXACT_MAX, Constraints, VectorIndex, allowed_mask, make_index, require_allowed
+from tans.index import AUTO_EXACT_MAX, VectorIndex, make_index
+from tans.zoo.constraints import Constraints, allowed_mask, require_allowed
 
 SPECS = ["flat", "hnsw16", "ivf16,flat"]
 DIM = 16
@@ -170,6 +171,15 @@ def test_errors_name_expected_and_got(tmp_path):
 PARAMS = np.array([21_344, 50_000, 300_000, 1_200_000])
 FLOPS = np.array([2e6, 9e6, 4e7, 3e8])
 LATENCY = np.array([4.0, 1.5, 2.5, np.nan])  # last one never measured
+
+
+def test_constraints_live_with_the_zoo_and_stay_importable_from_the_index():
+    import tans
+    import tans.index
+    import tans.zoo
+
+    assert tans.Constraints is tans.zoo.Constraints is tans.index.Constraints is Constraints
+    assert tans.index.allowed_mask is allowed_mask and tans.index.require_allowed is require_allowed
 
 
 def test_allowed_mask_each_constraint():

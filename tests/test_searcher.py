@@ -13,7 +13,7 @@ from tans._errors import TansError
 from tans.data import load_dataset
 from tans.data.catalogue import get_task
 from tans.data.dataset import Dataset
-from tans.index import Constraints
+from tans.zoo.constraints import Constraints
 from tans.searcher import Searcher, list_set_encoders, make_extractor, query_sample
 from tans.searcher.artifact import CONFIG_NAME, WEIGHTS_NAME
 from tans.zoo import Zoo

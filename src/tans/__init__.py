@@ -24,7 +24,7 @@ _LAZY = {
     "load_model": "tans._api",
     "Zoo": "tans.zoo",
     "Searcher": "tans.searcher",
-    "Constraints": "tans.index.constraints",
+    "Constraints": "tans.zoo.constraints",
     "Dataset": "tans.data",
     "WorkingFormat": "tans.data",
     "load_dataset": "tans.data",

@@ -20,12 +20,11 @@ from tans._atomic import write_bytes
 from tans._json import dumps
 from tans.errors import TansError
 from tans.finetune import Comparison, finetune_and_scratch, finetune_recipe
-from tans.index import Constraints
 from tans.paths import default_searcher_path, default_zoo_dir
 from tans.searcher import Searcher, SearchResult
 from tans.searcher.artifact import is_artifact
 from tans.training.recipe import Recipe
-from tans.zoo import Zoo
+from tans.zoo import Constraints, Zoo
 from tans.zoo.build import BuildConfig, BuildReport, build_zoo
 from tans.zoo.transfer import TransferConfig, TransferReport, run_transfers
 
