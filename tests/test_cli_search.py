@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 
 import pytest
 import torch
 
 from tans.cli.main import main
+from tans.searcher import Searcher
 from tans.zoo import Zoo
 
 torch.set_num_threads(1)
@@ -60,6 +62,8 @@ def test_search_json_and_table(records_zoo, fitted, capsys):
                           "--json")
     fast = json.loads(stdout)
     assert code == 0 and fast["probed"] == 0 and all(r["logme"] is None for r in fast["rows"])
+    default_top_k = inspect.signature(Searcher.search).parameters["top_k"].default  # no --top-k: the searcher's
+    assert len(zoo) > default_top_k and len(fast["rows"]) == default_top_k
 
     code, stdout, _ = run(capsys, "search", "mnist-even", "--zoo", records_zoo, "--searcher", fitted, "--probe-k", 1,
                           "--json")

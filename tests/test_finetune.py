@@ -18,7 +18,7 @@ from tans.finetune import (
     finetune_recipe,
     load_finetuned,
 )
-from tans.finetune.finetune import head_parameter_names
+from tans.finetune.finetune import DEFAULT_EPOCHS, head_parameter_names
 from tans.training.loop import to_input
 from tans.training.recipe import Recipe
 from tans.zoo import Zoo
@@ -225,6 +225,7 @@ def test_onnx_export_matches_torch(compared, tmp_path):
 def test_bad_inputs_raise_one_line_errors(zoo, entry, dataset, tmp_path):
     with pytest.raises(TansError, match="at least 1 epoch, got 0"):
         finetune_recipe(0)
+    assert finetune_recipe(None) == finetune_recipe() == finetune_recipe(DEFAULT_EPOCHS)  # the CLI passes None
     with pytest.raises(TansError, match="exactly one of model_id"):
         finetune(dataset, zoo=zoo, model_id=entry.id, model="mbv3_min")
     with pytest.raises(TansError, match="Did you mean"):

@@ -8,6 +8,7 @@ tans``.
 
 from __future__ import annotations
 
+import inspect
 import os
 import warnings
 from pathlib import Path
@@ -58,7 +59,7 @@ def search(
     max_params: int | None = None,
     max_flops: int | None = None,
     max_latency_ms: float | None = None,
-    top_k: int = 5,
+    top_k: int | None = None,
     fast: bool = False,
     shortlist: int | None = None,
     probe_k: int | None = None,
@@ -77,8 +78,8 @@ def search(
         A fitted searcher or its artifact directory (or fsspec URL); ``None``: the default searcher.
     max_params, max_flops, max_latency_ms : number or None
         Budget (inclusive upper bounds), applied before ranking.
-    top_k : int
-        Models returned.
+    top_k : int or None
+        Models returned; ``None``: the default of :meth:`tans.Searcher.search`.
     fast : bool
         Stage 1 only: no forward pass of any candidate.
     shortlist, probe_k : int or None
@@ -107,6 +108,8 @@ def search(
     from tans.searcher import Searcher
     from tans.zoo import open_zoo
 
+    if top_k is None:
+        top_k = inspect.signature(Searcher.search).parameters["top_k"].default
     store = open_zoo(zoo)
     model = searcher if isinstance(searcher, Searcher) else open_searcher(searcher, zoo=store)
     return model.search(dataset, zoo=store, max_params=max_params, max_flops=max_flops,
@@ -155,7 +158,7 @@ def finetune(
     *,
     model: str,
     zoo: Zoo | PathLike | None = None,
-    epochs: int = 5,  # finetune.DEFAULT_EPOCHS; not imported: torch would load with tans
+    epochs: int | None = None,
     out_dir: PathLike | None = None,
     seed: int = 0,
     record: bool = True,
@@ -170,8 +173,8 @@ def finetune(
         Zoo entry id to start from.
     zoo : Zoo, path or None
         The zoo holding it; ``None``: the default zoo.
-    epochs : int
-        Training epochs of :func:`tans.finetune.finetune_recipe`.
+    epochs : int or None
+        Training epochs of :func:`tans.finetune.finetune_recipe`; ``None``: its default.
     out_dir : path or None
         Where ``model.safetensors``, ``model.json`` and ``curves.png`` go; ``None``:
         ``finetuned/<dataset>-<model>`` under the current directory. ``tans predict`` reads it.

@@ -15,7 +15,7 @@ def finetune_cmd(
     dataset: Annotated[str, typer.Argument(help="Built-in task name or dataset path (ImageFolder, .zip, .npz, IDX).")],
     model: Annotated[str, typer.Option("--model", "-m", help="Zoo entry id to start from (see 'tans search' or 'tans zoo list').")],
     zoo: Annotated[Path | None, typer.Option("--zoo", help="Zoo directory (default: the one 'tans demo' builds).")] = None,
-    epochs: Annotated[int, typer.Option("--epochs", "-e", help="Training epochs.")] = 5,  # finetune.DEFAULT_EPOCHS; not imported: torch would load for --help
+    epochs: Annotated[int | None, typer.Option("--epochs", "-e", help="Training epochs (default: the fine-tuning recipe's).")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Output directory (default: finetuned/<dataset>-<model>).")] = None,
     onnx: Annotated[bool, typer.Option("--onnx", help="Also export the fine-tuned model as model.onnx.")] = False,
     scratch: Annotated[bool, typer.Option("--scratch", help="Also train the same architecture from scratch, same recipe, for comparison.")] = False,
@@ -30,6 +30,7 @@ def finetune_cmd(
     from tans.zoo import open_zoo
 
     recipe = finetune_recipe(epochs, seed=seed)  # checks --epochs before any loading
+    epochs = recipe.epochs
     if onnx:
         from tans.finetune.export import check_exporter
 

@@ -98,7 +98,7 @@ def transfer_cmd(
     config: Annotated[Path | None, typer.Option(help="JSON transfer config (see benchmarks/zoo/bench-transfer.json).")] = None,
     targets: Annotated[list[str] | None, typer.Option("--targets", help="Target task name or dataset path (repeatable; default: the zoo families' other catalogue tasks).")] = None,
     models: Annotated[int | None, typer.Option(help="Fine-tune at most this many zoo models, spread over architectures and sources.")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Fine-tuning epochs per record (default 1).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Fine-tuning epochs per record (default: the transfer config's).")] = None,
     targets_per_other_model: Annotated[int | None, typer.Option(help="Also fine-tune every model not picked by --models on this many targets (a different mix each).")] = None,
     exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Task or family that is never a target (repeatable), e.g. your test sets.")] = None,
     workers: Annotated[int | None, typer.Option(help="Local worker processes (default: every core).")] = None,
@@ -292,7 +292,7 @@ def import_cmd(
 def add_timm_cmd(
     name: Annotated[str, typer.Argument(help="timm architecture name, e.g. resnet10t or mobilenetv3_small_050.")],
     task: Annotated[str, typer.Option(help="Built-in task name or dataset path to train it on.")],
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 4,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs (default: the zoo recipe's).")] = None,
     init: Annotated[str, typer.Option(help="auto (pretrained when loadable), pretrained, or scratch.")] = "auto",
     zoo: ZooOption = None,
     as_json: JsonOption = False,
@@ -315,7 +315,7 @@ def add_timm_cmd(
                 raise
             warnings.warn(f"{exc} Training from scratch instead.", TansWarning, stacklevel=1)
             pretrained = False
-    recipe = Recipe(epochs=epochs, warmup_epochs=min(1, epochs - 1))
+    recipe = Recipe() if epochs is None else Recipe(epochs=epochs, warmup_epochs=min(1, epochs - 1))
     cfg = BuildConfig(tasks=(task,), archs=(arch,), archs_per_task=1, recipe=recipe, pretrained=pretrained)
     report = build_zoo(zoo or default_zoo_dir(), cfg, workers=1)
     if report.failed:

@@ -42,7 +42,7 @@ __all__ = [
 DEFAULT_EPOCHS = 5
 
 
-def finetune_recipe(epochs: int = DEFAULT_EPOCHS, *, seed: int = 0) -> Recipe:
+def finetune_recipe(epochs: int | None = None, *, seed: int = 0) -> Recipe:
     """The recipe for fine-tuning on a small dataset, shared by ``tans finetune`` and ``tans bench``.
 
     Fine-tuning budgets here are short (1 to a few epochs), so the peak learning rate stays at the
@@ -59,8 +59,8 @@ def finetune_recipe(epochs: int = DEFAULT_EPOCHS, *, seed: int = 0) -> Recipe:
 
     Parameters
     ----------
-    epochs : int
-        Passes over the training split; at least 1.
+    epochs : int or None
+        Passes over the training split; at least 1. ``None``: :data:`DEFAULT_EPOCHS`.
     seed : int
         Data order and augmentation seed (also seeds the new classifier in :func:`finetune`).
 
@@ -73,6 +73,7 @@ def finetune_recipe(epochs: int = DEFAULT_EPOCHS, *, seed: int = 0) -> Recipe:
     TansError
         If ``epochs`` is below 1.
     """
+    epochs = DEFAULT_EPOCHS if epochs is None else epochs
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise TansError(f"Fine-tuning needs at least 1 epoch, got {epochs!r}; pass --epochs 1 or more.")
     return Recipe(
