@@ -204,6 +204,17 @@ def test_cli_list_show_verify_export_import(tiny_zoo, tmp_path, capsys):
     assert code == 0 and len(json.loads(out)["added"]) == 4
 
 
+def test_cli_build_json_is_clean_and_a_rerun_skips(tmp_path, capsys):
+    config = tmp_path / "zoo.json"
+    config.write_text(json.dumps(tiny_config(tasks=("digits-0-4",)).to_dict()))
+    args = ("zoo", "build", "--config", config, "--zoo", tmp_path / "zoo", "--workers", 1)
+    code, out, err = run(capsys, *args, "--json")
+    assert code == 0, err
+    assert json.loads(out)["built"] == 2  # stdout holds the JSON summary alone
+    code, out, _ = run(capsys, *args)
+    assert code == 0 and "built 0, skipped 2" in out
+
+
 def test_cli_verify_fails_on_tampered_weights(tmp_path, capsys):
     build_zoo(tmp_path / "zoo", tiny_config(tasks=("digits-0-4",), archs_per_task=1), workers=1)
     zoo = Zoo.open(tmp_path / "zoo")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -63,15 +65,7 @@ def build_cmd(
         cfg = replace(cfg, recipe=replace(cfg.recipe, epochs=epochs, warmup_epochs=min(cfg.recipe.warmup_epochs, epochs - 1)))
     path = zoo or default_zoo_dir()
 
-    with progress_bar() as bar:
-        job = bar.add_task("zoo build", total=None, status="planning")
-
-        def on_plan(todo: int, skipped: int) -> None:
-            bar.update(job, total=todo, status=f"{skipped} already built" if skipped else "")
-
-        def on_unit(report, unit, failure) -> None:
-            bar.update(job, advance=1, status=f"{unit.task} ({'failed' if failure else 'ok'})")
-
+    with _plan_progress("zoo build", "built", lambda unit: unit.task) as (on_plan, on_unit):
         report = build_zoo(path, cfg, workers=workers, ray_address=ray, progress=on_unit, on_plan=on_plan)
     summary = {"zoo": str(path), **report.to_dict()}
     if as_json:
@@ -82,15 +76,39 @@ def build_cmd(
             f"in {report.seconds:.0f} s with {report.workers} {report.executor} worker(s): "
             f"{report.models_per_hour:.0f} models/hour, {report.images_per_second:.0f} training images/s. Zoo: {path}"
         )
+    _finish(report, as_json=as_json)
+
+
+_HELD = "{} being built by another builder of this zoo (left to it); run again after it ends to pick up any it leaves."
+
+
+@contextmanager
+def _plan_progress(what: str, done: str, name: Callable[[Any], str]) -> Iterator[tuple[Callable, Callable]]:
+    """A bar for a planned set of units: the ``on_plan`` and ``progress`` callbacks of build_zoo and run_transfers.
+
+    ``done`` says what a skipped unit already is ("built"); ``name(unit)`` labels the unit just finished.
+    """
+    with progress_bar() as bar:
+        job = bar.add_task(what, total=None, status="planning")
+
+        def on_plan(todo: int, skipped: int) -> None:
+            bar.update(job, total=todo, status=f"{skipped} already {done}" if skipped else "")
+
+        def on_unit(report, unit, failure) -> None:
+            bar.update(job, advance=1, status=f"{name(unit)} ({'failed' if failure else 'ok'})")
+
+        yield on_plan, on_unit
+
+
+def _finish(report, *, as_json: bool) -> None:
+    """After a build or transfer run: say what another builder holds and what failed; exit 1 on a failure."""
+    if not as_json:
         if report.held:
             console.print(_HELD.format(report.held))
         for reason in report.failed.values():
             console.print(f"[red]failed[/] {reason}")
     if report.failed:
         raise typer.Exit(1)
-
-
-_HELD = "{} being built by another builder of this zoo (left to it); run again after it ends to pick up any it leaves."
 
 
 @app.command("transfer")
@@ -120,15 +138,7 @@ def transfer_cmd(
                  "exclude": tuple(cfg.exclude) + tuple(exclude) if exclude else None}
     cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
     store = open_zoo(zoo)
-    with progress_bar() as bar:
-        job = bar.add_task("transfer records", total=None, status="planning")
-
-        def on_plan(todo: int, skipped: int) -> None:
-            bar.update(job, total=todo, status=f"{skipped} already recorded" if skipped else "")
-
-        def on_unit(report, unit, failure) -> None:
-            bar.update(job, advance=1, status=f"{unit.target} ({'failed' if failure else 'ok'})")
-
+    with _plan_progress("transfer records", "recorded", lambda unit: unit.target) as (on_plan, on_unit):
         report = run_transfers(store, cfg, workers=workers, ray_address=ray, progress=on_unit, on_plan=on_plan)
     if as_json:
         print_json({"zoo": str(store.path), "records": store.transfer_count(), **report.to_dict()})
@@ -139,12 +149,7 @@ def transfer_cmd(
             f"{report.workers} {report.executor} worker(s); the zoo holds {store.transfer_count()} records. "
             f"Next: tans meta-train --zoo {store.path}"
         )
-        if report.held:
-            console.print(_HELD.format(report.held))
-        for reason in report.failed.values():
-            console.print(f"[red]failed[/] {reason}")
-    if report.failed:
-        raise typer.Exit(1)
+    _finish(report, as_json=as_json)
 
 
 @app.command("list")
