@@ -75,6 +75,32 @@ def unit_key(arch: str, task_fingerprint: str, recipe: str | Mapping[str, Any], 
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def _fields_from_dict(
+    cls: type, data: Any, what: str, *, optional: set[str], ignored: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """The keyword arguments of dataclass ``cls`` in ``data``, after naming unknown and missing keys.
+
+    Shared by the ``from_dict`` of zoo entries, transfer records and task references; keys in
+    ``ignored`` are accepted and dropped (derived fields).
+
+    Raises
+    ------
+    ZooError
+        When ``data`` is not a mapping, has unknown keys or misses a required one.
+    """
+    if not isinstance(data, Mapping):
+        article = "an" if what[0] in "aeiou" else "a"
+        raise ZooError(f"expected {article} {what} as a JSON object, got {type(data).__name__}.")
+    names = {f.name for f in fields(cls) if f.init}
+    unknown, missing = sorted(set(data) - names - ignored), sorted(names - optional - set(data))
+    if unknown or missing:
+        raise ZooError(
+            f"{what} {data.get('id', data.get('name', '?'))}: expected the fields of {cls.__name__}, got "
+            f"unknown {unknown} and missing {missing}; was it written by another tans version?"
+        )
+    return {k: v for k, v in data.items() if k in names}
+
+
 @dataclass(frozen=True, eq=False)
 class ZooEntry:
     """Metadata of one network in the zoo.
@@ -229,20 +255,8 @@ class ZooEntry:
         ZooError
             When a field is missing or unknown.
         """
-        if not isinstance(data, Mapping):
-            raise ZooError(f"expected an entry as a JSON object, got {type(data).__name__}.")
-        names = {f.name for f in fields(cls) if f.init}
-        unknown = sorted(set(data) - names - {"flagged"})
-        optional = {"weights_file", "sha256", "created"}
-        required = names - optional
-        missing = sorted(required - set(data))
-        if unknown or missing:
-            what = data.get("id", "?")
-            raise ZooError(
-                f"entry {what}: expected the fields of ZooEntry, got unknown {unknown} and missing "
-                f"{missing}; was it written by another tans version?"
-            )
-        kwargs = {k: v for k, v in data.items() if k in names}
+        kwargs = _fields_from_dict(cls, data, "entry", optional={"weights_file", "sha256", "created"},
+                                   ignored=frozenset({"flagged"}))
         kwargs["embedding"] = np.asarray(kwargs["embedding"], dtype=np.float32)
         return cls(**kwargs)
 

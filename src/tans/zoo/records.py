@@ -20,7 +20,7 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from tans._errors import TansError, ZooError
-from tans.zoo.entry import ID_PATTERN, _canonical_recipe
+from tans.zoo.entry import ID_PATTERN, _canonical_recipe, _fields_from_dict
 
 if TYPE_CHECKING:
     from tans.data.dataset import Dataset
@@ -86,20 +86,6 @@ def _text(value: Any, name: str, where: str, *, empty: bool = False) -> str:
     if not isinstance(value, str) or (not empty and not value):
         raise ZooError(f"{where}: expected {name} as a {'' if empty else 'non-empty '}string, got {value!r}.")
     return value
-
-
-def _from_fields(cls: type, data: Any, optional: set[str], what: str) -> Any:
-    """``cls(**data)`` after naming unknown and missing keys (shared by both ``from_dict``)."""
-    if not isinstance(data, Mapping):
-        raise ZooError(f"expected a {what} as a JSON object, got {type(data).__name__}.")
-    names = {f.name for f in fields(cls)}
-    unknown, missing = sorted(set(data) - names), sorted(names - optional - set(data))
-    if unknown or missing:
-        raise ZooError(
-            f"{what} {data.get('id', data.get('name', '?'))}: expected the fields of {cls.__name__}, got "
-            f"unknown {unknown} and missing {missing}; was it written by another tans version?"
-        )
-    return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -240,7 +226,7 @@ class TransferRecord:
         ZooError
             When a field is missing, unknown or malformed.
         """
-        return _from_fields(cls, data, {"origin", "created", "id"}, "transfer record")
+        return cls(**_fields_from_dict(cls, data, "transfer record", optional={"origin", "created", "id"}))
 
 
 @dataclass(frozen=True)
@@ -309,7 +295,7 @@ class TaskRef:
         ZooError
             When a field is missing, unknown or malformed.
         """
-        return _from_fields(cls, data, set(), "task")
+        return cls(**_fields_from_dict(cls, data, "task", optional=set()))
 
 
 def task_source(dataset: Dataset) -> str:
