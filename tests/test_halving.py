@@ -63,3 +63,11 @@ def test_search_with_a_finetune_budget_picks_by_validation_accuracy(fitted_searc
     assert found.seconds["finetune"] <= found.seconds["total"]
     with pytest.raises(TansError, match="must be a positive number of seconds, got -1"):
         fitted_searcher.search("mnist-0-4", zoo=records_zoo, finetune_budget=-1)
+
+
+def test_search_reports_progress_of_stage_2_and_stage_3(fitted_searcher, records_zoo):
+    calls = []
+    found = fitted_searcher.search("mnist-0-4", zoo=records_zoo, probe_k=3, finetune_budget=600,
+                                   progress=lambda stage, done, total, _: calls.append((stage, done, total)))
+    assert [c for c in calls if c[0] == "probe"] == [("probe", 1, 3), ("probe", 2, 3), ("probe", 3, 3)]
+    assert [c for c in calls if c[0] == "finetune"] == [("finetune", i, 0) for i in range(1, found.finetunes + 1)]

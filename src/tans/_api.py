@@ -11,8 +11,9 @@ from __future__ import annotations
 import inspect
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tans._errors import TansError, TansWarning
 
@@ -64,6 +65,7 @@ def search(
     shortlist: int | None = None,
     probe_k: int | None = None,
     finetune_budget: float | None = None,
+    progress: Callable[[str, int, int, Any], None] | None = None,
 ) -> SearchResult:
     """The zoo models that should do best on ``dataset`` after fine-tuning, within a budget.
 
@@ -87,7 +89,10 @@ def search(
         :meth:`tans.Searcher.search`).
     finetune_budget : float or None
         Seconds for stage 3: short fine-tunes of the shortlist by successive halving, picked by
-        validation accuracy (slower, and usually better).
+        validation accuracy (slower).
+    progress : callable or None
+        ``progress(stage, done, total, None)`` as stage 2 probes and stage 3 fine-tunes (see
+        :meth:`tans.Searcher.search`).
 
     Returns
     -------
@@ -114,7 +119,7 @@ def search(
     model = searcher if isinstance(searcher, Searcher) else open_searcher(searcher, zoo=store)
     return model.search(dataset, zoo=store, max_params=max_params, max_flops=max_flops,
                         max_latency_ms=max_latency_ms, top_k=top_k, fast=fast, shortlist=shortlist, probe_k=probe_k,
-                        finetune_budget=finetune_budget)
+                        finetune_budget=finetune_budget, progress=progress)
 
 
 def load_model(model_id: str, *, zoo: Zoo | PathLike | None = None) -> nn.Module:

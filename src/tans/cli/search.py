@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from tans.cli._output import console, print_json, print_table, resize_note, screen_row
+from tans.cli._progress import progress_bar
 
 COLUMNS = ["rank", "id", "arch", "task", "predicted_acc", "stage1_acc", "logme", "ncm", "finetune_val_acc", "params",
            "flops", "latency_ms"]  # --wide
@@ -42,9 +43,18 @@ def search(
     from tans.zoo import open_zoo
 
     store = open_zoo(zoo)
-    result = run_search(dataset, zoo=store, searcher=searcher, max_params=max_params, max_flops=max_flops,
-                        max_latency_ms=max_latency_ms, top_k=top_k, fast=fast, shortlist=shortlist, probe_k=probe_k,
-                        finetune_budget=finetune_budget)
+    with progress_bar() as bar:
+        jobs: dict[str, int] = {}
+
+        def progress(stage: str, done: int, total: int, _) -> None:  # stage 2's probes, stage 3's fine-tunes
+            if stage not in jobs:
+                label = "probing the shortlist" if stage == "probe" else "short fine-tunes"
+                jobs[stage] = bar.add_task(label, total=total or None, status="")
+            bar.update(jobs[stage], completed=done)
+
+        result = run_search(dataset, zoo=store, searcher=searcher, max_params=max_params, max_flops=max_flops,
+                            max_latency_ms=max_latency_ms, top_k=top_k, fast=fast, shortlist=shortlist,
+                            probe_k=probe_k, finetune_budget=finetune_budget, progress=progress)
     if as_json:
         print_json(result.to_dict())
         return

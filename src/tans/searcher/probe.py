@@ -293,6 +293,7 @@ def probe_scores(
     seed: int = 0,
     scores: Sequence[str] = ("logme", "ncm"),
     device: torch.device | str | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ProbeScores:
     """Score each entry's features on a class-balanced sample of the dataset's training split.
 
@@ -312,6 +313,8 @@ def probe_scores(
         Names from :func:`list_probe_scores`.
     device : torch.device or str, optional
         Where the networks run; CUDA when present by default.
+    progress : callable, optional
+        Called as ``progress(done, total)`` after each entry.
 
     Returns
     -------
@@ -346,6 +349,8 @@ def probe_scores(
             except TansError as exc:
                 raise TansError(f"Entry {entry_id}: {exc}") from None
             score_seconds[name][i] = time.perf_counter() - tic
+        if progress:
+            progress(i + 1, len(ids))
         tic = time.perf_counter()
     return ProbeScores(
         ids=ids,

@@ -23,6 +23,7 @@ fine-tuning on other tasks. Search, step by step (:meth:`Searcher.search`):
 from __future__ import annotations
 
 import inspect
+import itertools
 import json
 import math
 import os
@@ -43,13 +44,13 @@ from tans.searcher.artifact import load_artifact, save_artifact
 from tans.searcher.combiner import ProbeCombiner, fusion_features, lift
 from tans.searcher.encoders import SearcherNet, model_inputs
 from tans.searcher.experience import transfer_table
-from tans.searcher.halving import check_budget, successive_halving
 from tans.searcher.features import (
     DEFAULT_EXTRACTOR,
     make_extractor,
     query_sample,
     train_default_extractor,
 )
+from tans.searcher.halving import check_budget, successive_halving
 from tans.searcher.meta_train import (
     EpochLog,
     MetaInputs,
@@ -587,6 +588,7 @@ class Searcher:
         fast: bool = False,
         probe_k: int | None = None,
         finetune_budget: float | None = None,
+        progress: Progress | None = None,
     ) -> SearchResult:
         """The zoo models that should do best on ``dataset`` after fine-tuning, within the budget.
 
@@ -613,6 +615,10 @@ class Searcher:
             Seconds for stage 3: successive halving with short fine-tunes over the first
             ``probe_k`` candidates, picked by validation accuracy
             (:func:`tans.searcher.halving.successive_halving`); its time counts in the search's.
+        progress : callable, optional
+            ``progress(stage, done, total, None)``, the callback of :meth:`fit`: ``"probe"`` after
+            each model stage 2 runs, ``"finetune"`` after each of stage 3's fine-tunes (``total``
+            0: it depends on the time left).
 
         Returns
         -------
@@ -669,7 +675,8 @@ class Searcher:
         top = order[:k]  # stage 2's models, in stage-1 order (the probe scores' order)
         if k > 0:
             tic = time.perf_counter()
-            probes, probe_chance = self._probe(dataset, [cache.entries[p].id for p in pos[top]], zoo)
+            probes, probe_chance = self._probe(dataset, [cache.entries[p].id for p in pos[top]], zoo,
+                                               progress=(lambda d, n: progress("probe", d, n, None)) if progress else None)
             features = fusion_features(stage1[top], chance, probes, probe_chance)
             predicted[top] = chance + (1.0 - chance) * self.combiner_.predict(features)
             fused = self.combiner_.decision(features)  # unclipped: the order
@@ -684,8 +691,11 @@ class Searcher:
             at = {cache.entries[pos[j]].id: int(j) for j in head}
             caps = json.loads(self.records_.get("recipe") or "{}")  # the records' image caps: what stage 1 predicts
             caps = {k: caps[k] for k in ("max_train_images", "max_eval_images") if k in caps}
-            ids, trials = successive_halving(dataset, list(at), zoo=zoo, budget_seconds=finetune_budget, seed=self.seed,
-                                             **caps)
+            done = itertools.count(1)
+            ids, trials = successive_halving(
+                dataset, list(at), zoo=zoo, budget_seconds=finetune_budget, seed=self.seed, **caps,
+                progress=(lambda trial: progress("finetune", next(done), 0, None)) if progress else None,
+            )
             order = np.concatenate([[at[i] for i in ids], order[len(head):]]).astype(np.int64)
             tuned = {at[t.id]: t.val_acc for t in trials}  # the last rung's, as trials are in order
             seconds["finetune"] = time.perf_counter() - tic
@@ -727,11 +737,12 @@ class Searcher:
             seconds=seconds,
         )
 
-    def _probe(self, dataset: Dataset, ids: list[str], zoo: Zoo) -> tuple[dict[str, np.ndarray], float]:
+    def _probe(self, dataset: Dataset, ids: list[str], zoo: Zoo, *, progress=None) -> tuple[dict[str, np.ndarray], float]:
         """Stage 2's probe scores of ``ids`` (in the given order) and the probe sample's chance level."""
         from tans.searcher.probe import probe_scores
 
-        found = probe_scores(zoo, ids, dataset, per_class=self.probe_per_class, seed=self.seed, scores=self.combiner_.scores)
+        found = probe_scores(zoo, ids, dataset, per_class=self.probe_per_class, seed=self.seed, scores=self.combiner_.scores,
+                             progress=progress)
         return {name: np.asarray(found.scores[name], dtype=np.float64) for name in self.combiner_.scores}, found.chance
 
     # ------------------------------------------------------------------ persistence
