@@ -112,6 +112,59 @@ def test_zip(tmp_path, tans_home, image_folder):
     assert report["format"] == "zip" and report["counts"] == {"cat": 3, "dog": 3} and report["ok"]
 
 
+def zip_folder(root, archive, top="d"):
+    """Zip every entry under ``root`` (folders too, so empty ones stay) below ``top/``."""
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(root.rglob("*")):
+            zf.write(path, f"{top}/{path.relative_to(root)}")
+    return archive
+
+
+@pytest.mark.parametrize("layout", ["flat", "splits"])
+def test_zip_is_read_in_place_and_reports_as_its_folder(tmp_path, tans_home, image_folder, png, layout):
+    root = tmp_path / "data"
+    if layout == "flat":
+        image_folder({"cat": 20, "dog": 2}, root=root)
+        (root / "dog" / "zero.png").write_bytes(b"")
+        (root / "dog" / "notes.txt").write_text("hello")
+        (root / "dog" / "Thumbs.db").write_text("clutter")
+        good = png(root / "dog" / "sub" / "big.png", size=(64, 64), seed=70).read_bytes()
+        (root / "dog" / "cut.png").write_bytes(good[: len(good) // 2])
+        (root / "bird").mkdir()
+        shutil.copy(root / "cat" / "0.png", root / "dog" / "copy-of-cat.png")
+    else:
+        image_folder({"cat": 4, "dog": 4}, root=root / "train")
+        image_folder({"cat": 1, "dog": 1}, root=root / "test")
+    folder = inspect_path(root, imbalance_ratio=5)
+    in_zip = inspect_path(zip_folder(root, tmp_path / "d.zip"), imbalance_ratio=5)
+    assert in_zip["format"] == "zip" and in_zip["problems"] and in_zip["layout"] == layout
+    drop = ("path", "format")
+    assert {k: v for k, v in in_zip.items() if k not in drop} == {k: v for k, v in folder.items() if k not in drop}
+    assert not (tans_home / "cache" / "zips").exists()  # nothing extracted
+
+
+def test_unsafe_or_too_large_zip_is_refused_as_when_extracting(tmp_path, tans_home, image_folder, capsys):
+    from tans.cli.main import main
+    from tans.data.loaders import load_zip, read_zip
+
+    archive = zip_folder(image_folder({"cat": 2, "dog": 2}), tmp_path / "big.zip")
+    with pytest.raises(TansError) as extracting:
+        load_zip(archive, max_bytes=100)
+    with pytest.raises(TansError) as in_place:
+        with read_zip(archive, max_bytes=100):
+            pass
+    assert str(in_place.value) == str(extracting.value) and "expands to more than 100 bytes" in str(in_place.value)
+
+    with zipfile.ZipFile(archive, "a") as zf:
+        zf.writestr("../../evil.png", b"evil")
+    with pytest.raises(TansError, match=r"Refusing zip .*big\.zip.* is a '\.\.' that leaves"):
+        inspect_path(archive)
+    assert main(["data", "inspect", str(archive)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: Refusing zip") and err.count("\n") == 1
+    assert not list(tmp_path.rglob("evil*")) and not any((tans_home / "cache" / "zips").iterdir())
+
+
 def test_npz_and_written_dataset(tmp_path):
     x = np.zeros((12, 4, 4), dtype=np.uint8)
     x[:, 0, 0] = np.arange(12)

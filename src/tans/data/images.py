@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -109,7 +110,7 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> np.
             raise UnreadableImageError(path, SkipReason.UNREADABLE, f"mode {img.mode}: {exc}") from exc
 
 
-def open_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> Image.Image:
+def open_image(path: str | os.PathLike, *, max_pixels: int | None = None, fp: IO[bytes] | None = None) -> Image.Image:
     """Open and fully decode one image with Pillow, EXIF orientation applied.
 
     The pixel count is checked against ``max_pixels`` from the header, before any pixel data is
@@ -121,6 +122,9 @@ def open_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> Ima
         The image file.
     max_pixels : int, optional
         Refuse images with more pixels than this (default :data:`MAX_PIXELS`).
+    fp : binary file, optional
+        Read the image from this seekable stream instead (e.g. a zip entry); ``path`` then only
+        names it in errors. The caller closes it.
 
     Returns
     -------
@@ -134,8 +138,11 @@ def open_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> Ima
     """
     limit = MAX_PIXELS if max_pixels is None else max_pixels
     try:
-        with open(path, "rb") as f:
-            head = f.read(12)
+        if fp is None:
+            with open(path, "rb") as f:
+                head = f.read(12)
+        else:
+            head = fp.read(12)
     except OSError as exc:
         raise UnreadableImageError(path, SkipReason.UNREADABLE, exc.strerror or type(exc).__name__) from exc
     if not head:
@@ -144,7 +151,7 @@ def open_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> Ima
 
     with _pillow_warnings():
         try:
-            img = Image.open(path)
+            img = Image.open(path if fp is None else fp)  # Pillow seeks fp back to its start
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise UnreadableImageError(path, SkipReason.TOO_LARGE, str(exc)) from exc
         except UnidentifiedImageError as exc:

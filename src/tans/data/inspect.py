@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import Counter, defaultdict
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import PurePath
 
 import numpy as np
 
@@ -19,11 +20,12 @@ from tans.data.dataset import split_problem, stratified_split
 from tans.data.images import UnreadableImageError, image_to_array, open_image
 from tans.data.loaders import (
     NPZ_FILE,
-    extract_zip,
+    ZipTree,
     find_idx_labels,
     path_kind,
     read_idx_arrays,
     read_npz_arrays,
+    read_zip,
     require_path,
     scan_imagefolder,
 )
@@ -55,7 +57,8 @@ def inspect_path(
     Parameters
     ----------
     path : str or PathLike
-        An ImageFolder directory, a ``.zip`` of one, a ``.npz`` or an MNIST IDX images file.
+        An ImageFolder directory, a ``.zip`` of one (read in place, nothing extracted), a ``.npz``
+        or an MNIST IDX images file.
     max_pixels : int, optional
         Decompression-bomb guard per image (default :data:`tans.data.images.MAX_PIXELS`).
     imbalance_ratio : float
@@ -80,9 +83,11 @@ def inspect_path(
     """
     path = require_path(path)
     kind = path_kind(path)
-    if kind in ("imagefolder", "zip"):
-        root = path if kind == "imagefolder" else extract_zip(path)
-        report = _inspect_folder(root, max_pixels)
+    if kind == "imagefolder":
+        report = _inspect_folder(path, max_pixels)
+    elif kind == "zip":
+        with read_zip(path) as tree:
+            report = _inspect_folder(tree.root, max_pixels, tree)
     elif kind in ("npz", "tans-npz"):
         images, labels, names, splits = read_npz_arrays(path / NPZ_FILE if kind == "tans-npz" else path)
         report = _inspect_arrays(images, labels, names, splits)
@@ -101,8 +106,9 @@ def inspect_path(
     }
 
 
-def _inspect_folder(root: Path, max_pixels: int | None) -> dict:
-    scan = scan_imagefolder(root, on_loop="record")
+def _inspect_folder(root: PurePath, max_pixels: int | None, tree: ZipTree | None = None) -> dict:
+    """A folder on disk, or one inside ``tree`` (a zip read in place)."""
+    scan = scan_imagefolder(root, on_loop="record", listing=None if tree is None else tree.list_dir)
     problems: list[Problem] = []
     classes = scan.class_names
     counts: Counter[str] = Counter({c: 0 for c in classes})
@@ -121,7 +127,10 @@ def _inspect_folder(root: Path, max_pixels: int | None) -> dict:
         for file in folder.files:
             rel = _rel(file, root)
             try:
-                with open_image(file, max_pixels=max_pixels) as img:
+                with (
+                    nullcontext() if tree is None else tree.open(file) as fp,
+                    open_image(file, max_pixels=max_pixels, fp=fp) as img,
+                ):
                     mode, (w, h) = img.mode, img.size
                     pixels = image_to_array(img)
             except UnreadableImageError as exc:
@@ -300,7 +309,7 @@ def _digest(pixels: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def _rel(path: Path, root: Path) -> str:
+def _rel(path: PurePath, root: PurePath) -> str:
     try:
         return str(path.relative_to(root))
     except ValueError:

@@ -4,7 +4,8 @@ Accepted inputs (:func:`load_path` picks the loader from what the path is):
 
 - an **ImageFolder** directory ``root/<class>/<image>``, or ``root/{train,val,test}/<class>/<image>``
   for a fixed split (:func:`load_imagefolder`);
-- a **.zip** of such a folder, extracted safely into the tans cache (:func:`load_zip`);
+- a **.zip** of such a folder, extracted safely into the tans cache (:func:`load_zip`), or read in
+  place without extracting (:func:`read_zip`);
 - a NumPy **.npz** with ``x`` and ``y`` and optionally ``class_names`` (:func:`load_npz`);
 - **MNIST IDX** files, gzipped or raw (:func:`load_idx`).
 
@@ -29,7 +30,7 @@ from tans.data.loaders._common import (
     read_meta,
     require_path,
 )
-from tans.data.loaders.archive import MAX_ZIP_BYTES, extract_zip, load_zip
+from tans.data.loaders.archive import MAX_ZIP_BYTES, ZipTree, extract_zip, load_zip, read_zip
 from tans.data.loaders.dispatch import load_path, path_kind
 from tans.data.loaders.folder import (
     CARVE_FRACTION,
@@ -46,6 +47,7 @@ __all__ = [
     "ACCEPTED_FORMATS",
     "ClassFolder",
     "FolderScan",
+    "ZipTree",
     "extract_zip",
     "find_idx_labels",
     "load_idx",
@@ -58,6 +60,7 @@ __all__ = [
     "read_idx_arrays",
     "read_meta",
     "read_npz_arrays",
+    "read_zip",
     "require_path",
     "scan_imagefolder",
 ]

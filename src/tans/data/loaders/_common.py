@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import numpy as np
 
@@ -50,7 +50,7 @@ def list_dir(path: Path) -> tuple[list[Path], list[Path]]:
     except OSError as exc:
         raise DatasetError(f"Cannot list folder {str(path)!r}: {exc.strerror}; check its permissions.") from exc
     for entry in entries:
-        if entry.name.startswith(".") or entry.name in _IGNORED_NAMES:
+        if not visible(entry.name):
             continue
         try:
             is_dir = entry.is_dir(follow_symlinks=True)
@@ -58,10 +58,15 @@ def list_dir(path: Path) -> tuple[list[Path], list[Path]]:
             is_dir = False
         # Broken links and other non-directories count as files; decoding then reports them.
         (dirs if is_dir else files).append(Path(entry.path))
-    return sorted(dirs, key=_natural_key), sorted(files, key=_natural_key)
+    return sorted(dirs, key=natural_key), sorted(files, key=natural_key)
 
 
-def _natural_key(path: Path) -> tuple:
+def visible(name: str) -> bool:
+    """False for a hidden entry (name starting with ``.``) or OS clutter (``__MACOSX``, ``Thumbs.db``...)."""
+    return not name.startswith(".") and name not in _IGNORED_NAMES
+
+
+def natural_key(path: PurePath) -> tuple:
     """Sort ``img2`` before ``img10``: digit runs compare as numbers."""
     return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name))
 

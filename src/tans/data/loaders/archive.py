@@ -1,4 +1,4 @@
-"""Load a ``.zip`` of an ImageFolder, extracted safely into the tans cache."""
+"""Load a ``.zip`` of an ImageFolder, extracted safely into the tans cache, or read it in place."""
 
 from __future__ import annotations
 
@@ -9,17 +9,21 @@ import shutil
 import stat
 import uuid
 import zipfile
+import zlib
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
-from pathlib import Path, PurePosixPath
-from typing import NoReturn
+from pathlib import Path, PurePath, PurePosixPath
+from typing import IO, NoReturn
 
 from tans._errors import ConfigError, DatasetError
 from tans.data.dataset import Dataset
-from tans.data.loaders._common import META_FILE, list_dir, provenance, read_meta, require_path
+from tans.data.loaders._common import META_FILE, list_dir, natural_key, provenance, read_meta, require_path, visible
 from tans.data.loaders.folder import load_imagefolder
 from tans.paths import cache_dir
 
-__all__ = ["MAX_ZIP_BYTES", "ZIP_CACHE_BYTES", "extract_zip", "load_zip", "zip_cache_bytes"]
+__all__ = ["MAX_ZIP_BYTES", "ZIP_CACHE_BYTES", "ZipTree", "extract_zip", "load_zip", "read_zip", "zip_cache_bytes"]
 
 # A .zip may expand to at most this many bytes (guards against zip bombs).
 MAX_ZIP_BYTES = 4 * 2**30
@@ -101,39 +105,102 @@ def extract_zip(path: str | os.PathLike, *, max_bytes: int = MAX_ZIP_BYTES) -> P
     digest = _sha256(path)
     target = cache_dir("zips") / digest
     if not target.is_dir():
-        try:
-            with zipfile.ZipFile(path) as zf:
-                members = _safe_members(zf, path, max_bytes)
-                tmp = target.with_name(f".{digest}.tmp-{uuid.uuid4().hex[:8]}")
-                tmp.mkdir()
+        with _zip_errors(path), zipfile.ZipFile(path) as zf:
+            members = _safe_members(zf, path, max_bytes)
+            tmp = target.with_name(f".{digest}.tmp-{uuid.uuid4().hex[:8]}")
+            tmp.mkdir()
+            try:
+                _extract_members(zf, members, tmp, path, max_bytes)
                 try:
-                    _extract_members(zf, members, tmp, path, max_bytes)
-                    try:
-                        tmp.rename(target)
-                    except OSError:
-                        if not target.is_dir():  # not a concurrent extraction of the same zip
-                            raise
-                finally:
-                    if tmp.exists():
-                        shutil.rmtree(tmp, ignore_errors=True)
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError) as exc:
-            raise DatasetError(
-                f"Cannot read {str(path)!r} as a zip archive ({' '.join(str(exc).split())}); expected a "
-                "valid .zip of an ImageFolder: re-create the archive."
-            ) from exc
+                    tmp.rename(target)
+                except OSError:
+                    if not target.is_dir():  # not a concurrent extraction of the same zip
+                        raise
+            finally:
+                if tmp.exists():
+                    shutil.rmtree(tmp, ignore_errors=True)
     limit = zip_cache_bytes()
     try:
         os.utime(target)  # its modification time says when it was last used
         _evict(target, limit)
     except OSError:
         pass  # best effort: another process may be evicting the same entries
-    root = target
+    return _dataset_root(target, list_dir)
+
+
+@contextmanager
+def read_zip(path: str | os.PathLike, *, max_bytes: int = MAX_ZIP_BYTES) -> Iterator[ZipTree]:
+    """Open a zip to read in place, nothing written: its entries are checked as :func:`extract_zip` checks them.
+
+    Parameters
+    ----------
+    path, max_bytes
+        As for :func:`extract_zip`.
+
+    Yields
+    ------
+    ZipTree
+        The archive's folders and files (valid until the ``with`` block ends).
+
+    Raises
+    ------
+    DatasetError
+        For a damaged, unsafe or too large archive, also when an entry fails to read inside the block.
+    """
+    path = require_path(path)
+    with _zip_errors(path), zipfile.ZipFile(path) as zf:
+        yield ZipTree(zf, _safe_members(zf, path, max_bytes))
+
+
+class ZipTree:
+    """The checked entries of an open zip, listed like folders on disk (:func:`list_dir`), without links.
+
+    Paths are :class:`~pathlib.PurePosixPath` relative to the archive's top; ``root`` is the dataset
+    root, as :func:`extract_zip` would return it.
+    """
+
+    def __init__(self, zf: zipfile.ZipFile, members: list[_Member]) -> None:
+        self._zf = zf
+        self._files: dict[PurePosixPath, zipfile.ZipInfo] = {}  # a later duplicate wins, as when extracting
+        self._children: dict[PurePath, dict[PurePath, bool]] = defaultdict(dict)  # folder -> {entry: is a folder}
+        for info, rel in members:
+            if not info.is_dir():
+                self._files[rel] = info
+            self._children[rel.parent][rel] = info.is_dir()
+            for folder in rel.parents[:-1]:  # the folders it implies, up to the top
+                self._children[folder.parent][folder] = True
+        self.root = _dataset_root(PurePosixPath(), self.list_dir)
+
+    def list_dir(self, folder: PurePath) -> tuple[list[PurePath], list[PurePath]]:
+        """Visible sub-folders and files of ``folder``, each in natural order."""
+        children = self._children.get(folder, {})
+        entries = sorted((p for p in children if visible(p.name)), key=natural_key)
+        return [p for p in entries if children[p]], [p for p in entries if not children[p]]
+
+    def open(self, file: PurePath) -> IO[bytes]:
+        """A seekable stream of one file's bytes, capped at its declared size."""
+        return self._zf.open(self._files[file])
+
+
+def _dataset_root(root: PurePath, listing: Callable[[PurePath], tuple[list, list]]) -> PurePath:
     while True:  # descend into a single top-level folder (zip of "mydata/<class>/...")
-        dirs, files = list_dir(root)
-        if len(dirs) == 1 and not files and not (root / META_FILE).exists():
+        dirs, files = listing(root)
+        if len(dirs) == 1 and not files and dirs[0].name != META_FILE:
             root = dirs[0]
         else:
             return root
+
+
+@contextmanager
+def _zip_errors(path: Path) -> Iterator[None]:
+    """Turn the errors of a damaged archive into one DatasetError."""
+    try:
+        yield
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError, zlib.error) as exc:
+        raise DatasetError(
+            f"Cannot read {str(path)!r} as a zip archive ({' '.join(str(exc).split())}); expected a "
+            "valid .zip of an ImageFolder: re-create the archive."
+        ) from exc
 
 
 _Member = tuple[zipfile.ZipInfo, PurePosixPath]  # an archive entry and where it will be written

@@ -8,8 +8,9 @@ from __future__ import annotations
 import os
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import numpy as np
 
@@ -47,20 +48,20 @@ class ClassFolder:
 
     split: str | None  # "train", "val" or "test" in a split layout, None in a flat one
     name: str  # the folder name, exactly as on disk
-    path: Path
-    files: tuple[Path, ...]
+    path: PurePath  # a Path on disk, a PurePosixPath inside a zip read in place
+    files: tuple[PurePath, ...]
 
 
 @dataclass(frozen=True)
 class FolderScan:
     """What :func:`scan_imagefolder` found under a root, before any image is decoded."""
 
-    root: Path
+    root: PurePath
     layout: str  # "flat" (root/<class>) or "splits" (root/<split>/<class>)
     folders: tuple[ClassFolder, ...]
     splits_present: tuple[str, ...]  # split folders that exist (splits layout only)
-    stray_files: tuple[Path, ...]  # files where class folders were expected
-    loops: tuple[Path, ...]  # directories skipped because they link back to an ancestor
+    stray_files: tuple[PurePath, ...]  # files where class folders were expected
+    loops: tuple[PurePath, ...]  # directories skipped because they link back to an ancestor
 
     @property
     def class_names(self) -> list[str]:
@@ -68,7 +69,12 @@ class FolderScan:
         return sorted({f.name for f in self.folders})
 
 
-def scan_imagefolder(root: str | os.PathLike, *, on_loop: str = "raise") -> FolderScan:
+_Listing = Callable[[PurePath], tuple[list, list]]  # a folder's sub-folders and files, as list_dir gives them
+
+
+def scan_imagefolder(
+    root: str | os.PathLike | PurePath, *, on_loop: str = "raise", listing: _Listing | None = None
+) -> FolderScan:
     """List the class folders and files of an ImageFolder tree without decoding anything.
 
     Hidden entries (name starting with ``.``) and OS clutter (``__MACOSX``, ``Thumbs.db``...) are
@@ -82,6 +88,9 @@ def scan_imagefolder(root: str | os.PathLike, *, on_loop: str = "raise") -> Fold
     on_loop : {"raise", "record"}
         Raise a :class:`DatasetError` on a symlink loop, or record it in ``FolderScan.loops`` and
         skip it (used by inspection).
+    listing : callable, optional
+        Lists a folder of a tree that is not on disk, as :func:`list_dir` does (a zip read in place,
+        see :func:`tans.data.loaders.archive.read_zip`); such a tree has no links.
 
     Returns
     -------
@@ -92,39 +101,42 @@ def scan_imagefolder(root: str | os.PathLike, *, on_loop: str = "raise") -> Fold
     DatasetError
         When ``root`` does not exist or is not a directory, or on a symlink loop.
     """
-    root = require_path(root)
-    if not root.is_dir():
-        raise DatasetError(
-            f"Expected a folder of class sub-folders, got the file {str(root)!r}; pass the folder "
-            "that holds one sub-folder per class, or use load_path() for .zip, .npz and IDX files."
-        )
-    loops: list[Path] = []
-    root_real = os.path.realpath(root)
-    top_dirs, top_files = list_dir(root)
+    if listing is None:
+        root = require_path(root)
+        if not root.is_dir():
+            raise DatasetError(
+                f"Expected a folder of class sub-folders, got the file {str(root)!r}; pass the folder "
+                "that holds one sub-folder per class, or use load_path() for .zip, .npz and IDX files."
+            )
+    tree = (list_dir, os.path.realpath) if listing is None else (listing, str)  # no links: paths are real
+    list_, real = tree
+    loops: list[PurePath] = []
+    root_real = real(root)
+    top_dirs, top_files = list_(root)
     split_dirs = [d for d in top_dirs if d.name in SPLITS]
     is_splits = (
         bool(top_dirs)
         and len(split_dirs) == len(top_dirs)
         and any(d.name == "train" for d in split_dirs)
-        and bool(list_dir(root / "train")[0])
+        and bool(list_(root / "train")[0])
     )
     folders: list[ClassFolder] = []
     stray = list(top_files)
     if is_splits:
         for split_dir in sorted(split_dirs, key=lambda d: SPLITS.index(d.name)):
-            split_real = os.path.realpath(split_dir)
+            split_real = real(split_dir)
             if split_real == root_real:
                 _loop(split_dir, on_loop, loops)
                 continue
-            class_dirs, files = list_dir(split_dir)
+            class_dirs, files = list_(split_dir)
             stray += files
             for d in class_dirs:
-                found = _walk_files(d, (root_real, split_real), on_loop, loops)
+                found = _walk_files(d, (root_real, split_real), on_loop, loops, tree)
                 if found is not None:
                     folders.append(ClassFolder(split_dir.name, d.name, d, found))
     else:
         for d in top_dirs:
-            found = _walk_files(d, (root_real,), on_loop, loops)
+            found = _walk_files(d, (root_real,), on_loop, loops, tree)
             if found is not None:
                 folders.append(ClassFolder(None, d.name, d, found))
     return FolderScan(
@@ -138,28 +150,36 @@ def scan_imagefolder(root: str | os.PathLike, *, on_loop: str = "raise") -> Fold
 
 
 def _walk_files(
-    folder: Path, ancestors: tuple[str, ...], on_loop: str, loops: list[Path]
-) -> tuple[Path, ...] | None:
-    """Every file under ``folder`` at any depth, or None when ``folder`` itself is a loop."""
-    if os.path.realpath(folder) in ancestors:
+    folder: PurePath,
+    ancestors: tuple[str, ...],
+    on_loop: str,
+    loops: list[PurePath],
+    tree: tuple[_Listing, Callable[[PurePath], str]],
+) -> tuple[PurePath, ...] | None:
+    """Every file under ``folder`` at any depth, or None when ``folder`` itself is a loop.
+
+    ``tree`` is how to list a folder and find its real path.
+    """
+    list_, realpath = tree
+    if realpath(folder) in ancestors:
         _loop(folder, on_loop, loops)
         return None
-    files: list[Path] = []
+    files: list[PurePath] = []
     # Depth-first with an explicit stack; each item carries the real paths of its ancestors.
     stack = [(folder, ancestors)]
     while stack:
         path, chain = stack.pop()
-        real = os.path.realpath(path)
+        real = realpath(path)
         if real in chain:
             _loop(path, on_loop, loops)
             continue
-        sub_dirs, sub_files = list_dir(path)
+        sub_dirs, sub_files = list_(path)
         files += sub_files
         stack += [(d, chain + (real,)) for d in reversed(sub_dirs)]
     return tuple(files)
 
 
-def _loop(path: Path, on_loop: str, loops: list[Path]) -> None:
+def _loop(path: PurePath, on_loop: str, loops: list[PurePath]) -> None:
     if on_loop == "raise":
         raise DatasetError(
             f"Symbolic link loop: {str(path)!r} points back to {os.path.realpath(path)!r}, one of its "
