@@ -17,7 +17,7 @@ import numpy as np
 
 from tans._errors import TansError
 from tans.data.images import UnreadableImageError, read_image
-from tans.data.loaders.folder import _walk_files, _warn_skipped
+from tans.data.loaders.folder import _warn_skipped, files_under
 from tans.data.transforms import resize_images
 from tans.finetune.export import FinetunedModel, load_finetuned
 
@@ -52,7 +52,7 @@ def image_files(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
     for item in inputs:
         path = Path(item).expanduser()
         if path.is_dir():
-            files += _walk_files(path, (), "skip", [])
+            files += files_under(path)
         elif path.exists():
             files.append(path)
         else:

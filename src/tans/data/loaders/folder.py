@@ -149,6 +149,11 @@ def scan_imagefolder(
     )
 
 
+def files_under(folder: str | os.PathLike[str]) -> list[Path]:
+    """Every file under the folder ``folder`` on disk, at any depth (symbolic-link loops skipped)."""
+    return [Path(f) for f in _walk_files(Path(folder), (), "skip", [], (list_dir, os.path.realpath)) or ()]
+
+
 def _walk_files(
     folder: PurePath,
     ancestors: tuple[str, ...],
