@@ -8,17 +8,16 @@ recognises the work it already finished.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from tans._errors import ZooError
+from tans.zoo._record import TrainingRun, canonical_recipe, run_key
 
 __all__ = ["ZooEntry", "unit_key", "FLAG_FACTOR", "ID_PATTERN"]
 
@@ -26,30 +25,6 @@ __all__ = ["ZooEntry", "unit_key", "FLAG_FACTOR", "ID_PATTERN"]
 FLAG_FACTOR = 1.5
 # Ids become file names (weights/<id>.safetensors) and archive member names: keep them tame.
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-
-
-def _canonical_recipe(recipe: str | Mapping[str, Any]) -> str:
-    """Return the recipe as compact JSON with sorted keys, so equal recipes compare equal."""
-    if isinstance(recipe, str):
-        try:
-            recipe = json.loads(recipe)
-        except json.JSONDecodeError as exc:
-            raise ZooError(
-                f"expected the training recipe as a JSON object, got unparsable text ({exc}); "
-                "pass a dict or json.dumps(recipe)."
-            ) from None
-    if not isinstance(recipe, Mapping):
-        raise ZooError(
-            f"expected the training recipe as a JSON object (dict), got {type(recipe).__name__}; "
-            "wrap the settings in a dict."
-        )
-    try:
-        return json.dumps(dict(recipe), sort_keys=True, separators=(",", ":"))
-    except TypeError as exc:
-        raise ZooError(
-            f"expected a JSON-serialisable training recipe, got {exc}; convert values to "
-            "numbers, strings, lists or dicts."
-        ) from None
 
 
 def unit_key(arch: str, task_fingerprint: str, recipe: str | Mapping[str, Any], seed: int) -> str:
@@ -71,38 +46,11 @@ def unit_key(arch: str, task_fingerprint: str, recipe: str | Mapping[str, Any], 
     str
         16 hex digits of ``sha256([arch, task_fingerprint, canonical recipe, seed])``.
     """
-    payload = json.dumps([str(arch), str(task_fingerprint), _canonical_recipe(recipe), int(seed)])
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def _fields_from_dict(
-    cls: type, data: Any, what: str, *, optional: set[str], ignored: frozenset[str] = frozenset()
-) -> dict[str, Any]:
-    """The keyword arguments of dataclass ``cls`` in ``data``, after naming unknown and missing keys.
-
-    Shared by the ``from_dict`` of zoo entries, transfer records and task references; keys in
-    ``ignored`` are accepted and dropped (derived fields).
-
-    Raises
-    ------
-    ZooError
-        When ``data`` is not a mapping, has unknown keys or misses a required one.
-    """
-    if not isinstance(data, Mapping):
-        article = "an" if what[0] in "aeiou" else "a"
-        raise ZooError(f"expected {article} {what} as a JSON object, got {type(data).__name__}.")
-    names = {f.name for f in fields(cls) if f.init}
-    unknown, missing = sorted(set(data) - names - ignored), sorted(names - optional - set(data))
-    if unknown or missing:
-        raise ZooError(
-            f"{what} {data.get('id', data.get('name', '?'))}: expected the fields of {cls.__name__}, got "
-            f"unknown {unknown} and missing {missing}; was it written by another tans version?"
-        )
-    return {k: v for k, v in data.items() if k in names}
+    return run_key(arch, task_fingerprint, recipe, seed)
 
 
 @dataclass(frozen=True, eq=False)
-class ZooEntry:
+class ZooEntry(TrainingRun):
     """Metadata of one network in the zoo.
 
     Parameters
@@ -180,6 +128,9 @@ class ZooEntry:
     # derived
     flagged: bool = field(init=False)
 
+    _WHAT = "entry"
+    _RUN = ("arch", "task_fingerprint", "recipe", "seed")
+
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not ID_PATTERN.fullmatch(self.id):
             raise ZooError(
@@ -203,7 +154,7 @@ class ZooEntry:
         if not math.isfinite(latency) or latency < 0:
             raise ZooError(f"entry {self.id}: expected a non-negative latency_ms, got {latency}.")
         object.__setattr__(self, "latency_ms", latency)
-        object.__setattr__(self, "recipe", _canonical_recipe(self.recipe))
+        object.__setattr__(self, "recipe", canonical_recipe(self.recipe))
 
         emb = np.asarray(self.embedding)
         if emb.ndim != 1 or not (np.issubdtype(emb.dtype, np.number) or emb.size == 0):
@@ -221,30 +172,17 @@ class ZooEntry:
     # -- views ---------------------------------------------------------------------------------
 
     @property
-    def recipe_dict(self) -> dict[str, Any]:
-        """The training recipe as a dict."""
-        return json.loads(self.recipe)
-
-    @property
     def unit_key(self) -> str:
         """:func:`unit_key` of this entry's arch, task fingerprint, recipe and seed."""
-        return unit_key(self.arch, self.task_fingerprint, self.recipe, self.seed)
+        return unit_key(*self._run())
 
     def same_unit(self, other: ZooEntry) -> bool:
         """Whether ``other`` describes the same build unit (arch, task, recipe, seed)."""
-        return (self.arch, self.task_fingerprint, self.recipe, self.seed) == (
-            other.arch,
-            other.task_fingerprint,
-            other.recipe,
-            other.seed,
-        )
+        return self._run() == other._run()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict of every field; the embedding as a list, the recipe as a dict."""
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
-        out["embedding"] = self.embedding.tolist()
-        out["recipe"] = self.recipe_dict
-        return out
+        return {**super().to_dict(), "embedding": self.embedding.tolist()}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ZooEntry:
@@ -255,8 +193,7 @@ class ZooEntry:
         ZooError
             When a field is missing or unknown.
         """
-        kwargs = _fields_from_dict(cls, data, "entry", optional={"weights_file", "sha256", "created"},
-                                   ignored=frozenset({"flagged"}))
+        kwargs = cls._init_kwargs(data)
         kwargs["embedding"] = np.asarray(kwargs["embedding"], dtype=np.float32)
         return cls(**kwargs)
 

@@ -11,16 +11,16 @@ next to the content fingerprint the loaded data must have.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tans._errors import TansError, ZooError
-from tans.zoo.entry import ID_PATTERN, _canonical_recipe, _fields_from_dict
+from tans.zoo._record import DictRecord, TrainingRun, canonical_recipe, run_key
+from tans.zoo.entry import ID_PATTERN
 
 if TYPE_CHECKING:
     from tans.data.dataset import Dataset
@@ -50,8 +50,7 @@ def record_key(model_id: str, target_fingerprint: str, recipe: str | Mapping[str
     str
         16 hex digits of ``sha256([model_id, target_fingerprint, canonical recipe, seed])``.
     """
-    payload = json.dumps([str(model_id), str(target_fingerprint), _canonical_recipe(recipe), int(seed)])
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+    return run_key(model_id, target_fingerprint, recipe, seed)
 
 
 def _finite_json(text: str, what: str) -> str:
@@ -89,7 +88,7 @@ def _text(value: Any, name: str, where: str, *, empty: bool = False) -> str:
 
 
 @dataclass(frozen=True)
-class TransferRecord:
+class TransferRecord(TrainingRun):
     """One fine-tune of a zoo model on a target task.
 
     Parameters
@@ -149,6 +148,9 @@ class TransferRecord:
     created: str = ""
     id: str = ""
 
+    _WHAT = "transfer record"
+    _RUN = ("model_id", "target_fingerprint", "recipe", "seed")
+
     def __post_init__(self) -> None:
         where = f"transfer record {self.id or '(new)'}"
         set_ = object.__setattr__
@@ -159,7 +161,7 @@ class TransferRecord:
         _text(self.target_fingerprint, "target_fingerprint", where)
         _text(self.target_family, "target_family", where, empty=True)
         _text(self.created, "created", where, empty=True)
-        set_(self, "recipe", _finite_json(_canonical_recipe(self.recipe), where))
+        set_(self, "recipe", _finite_json(canonical_recipe(self.recipe), where))
         for name in ("num_classes", "seed", "train_images"):
             set_(self, name, _integer(getattr(self, name), name, where))
         if self.num_classes < 2:
@@ -181,7 +183,7 @@ class TransferRecord:
         if self.origin not in ORIGINS:
             raise ZooError(f"{where}: expected origin {' or '.join(map(repr, ORIGINS))}, got {self.origin!r}.")
         if not self.id:
-            set_(self, "id", record_key(self.model_id, self.target_fingerprint, self.recipe, self.seed))
+            set_(self, "id", record_key(*self._run()))
         elif not isinstance(self.id, str) or not ID_PATTERN.fullmatch(self.id):
             raise ZooError(
                 f"transfer record: expected an id of letters, digits, '.', '_' or '-' (at most 128), got "
@@ -191,11 +193,6 @@ class TransferRecord:
     # -- views ---------------------------------------------------------------------------------
 
     @property
-    def recipe_dict(self) -> dict[str, Any]:
-        """The fine-tuning recipe as a dict."""
-        return json.loads(self.recipe)
-
-    @property
     def epochs(self) -> int:
         """Epochs of the fine-tune: the recipe's ``epochs``, else the length of the curve."""
         epochs = self.recipe_dict.get("epochs")
@@ -203,34 +200,15 @@ class TransferRecord:
 
     def same_run(self, other: TransferRecord) -> bool:
         """Whether ``other`` describes the same fine-tune (model, target, recipe, seed)."""
-        return (self.model_id, self.target_fingerprint, self.recipe, self.seed) == (
-            other.model_id,
-            other.target_fingerprint,
-            other.recipe,
-            other.seed,
-        )
+        return self._run() == other._run()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict of every field; the recipe as a dict, the curve as a list."""
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
-        out["recipe"] = self.recipe_dict
-        out["curve"] = list(self.curve)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TransferRecord:
-        """Inverse of :meth:`to_dict` (every value validated, unknown keys refused).
-
-        Raises
-        ------
-        ZooError
-            When a field is missing, unknown or malformed.
-        """
-        return cls(**_fields_from_dict(cls, data, "transfer record", optional={"origin", "created", "id"}))
+        return {**super().to_dict(), "curve": list(self.curve)}
 
 
 @dataclass(frozen=True)
-class TaskRef:
+class TaskRef(DictRecord):
     """How to load a task the zoo knows, and the fingerprint its data must have.
 
     Parameters
@@ -259,6 +237,8 @@ class TaskRef:
     source: str
     num_classes: int
 
+    _WHAT = "task"
+
     def __post_init__(self) -> None:
         where = f"task {self.name!r}"
         _text(self.name, "name", where)
@@ -281,21 +261,6 @@ class TaskRef:
             source=task_source(dataset),
             num_classes=dataset.num_classes,
         )
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict of every field."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TaskRef:
-        """Inverse of :meth:`to_dict`.
-
-        Raises
-        ------
-        ZooError
-            When a field is missing, unknown or malformed.
-        """
-        return cls(**_fields_from_dict(cls, data, "task", optional=set()))
 
 
 def task_source(dataset: Dataset) -> str:
