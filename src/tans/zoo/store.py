@@ -682,10 +682,12 @@ class Zoo:
         values["embedding"] = np.frombuffer(blob, dtype="<f4").astype(np.float32)
         return ZooEntry(**values)
 
+    def _row_by_id(self, table: str, columns: tuple[str, ...], row_id: str) -> tuple[Any, ...] | None:
+        sql = f"SELECT {', '.join(columns)} FROM {table} WHERE id = ?"
+        return self._connect().execute(sql, (row_id,)).fetchone()
+
     def _get_row(self, entry_id: str) -> ZooEntry | None:
-        row = self._connect().execute(
-            f"SELECT {', '.join(_COLUMNS)} FROM entries WHERE id = ?", (entry_id,)
-        ).fetchone()
+        row = self._row_by_id("entries", _COLUMNS, entry_id)
         return None if row is None else self._from_row(row)
 
     # -- reading -------------------------------------------------------------------------------
@@ -723,14 +725,10 @@ class Zoo:
         return entry
 
     @staticmethod
-    def _filters(
-        task: str | None,
-        family: str | None,
-        max_params: int | None,
-        max_flops: int | None,
-        max_latency_ms: float | None,
-        include_flagged: bool,
-    ) -> _Filters:
+    def _filters(*, task: str | None = None, family: str | None = None, max_params: int | None = None,
+                 max_flops: int | None = None, max_latency_ms: float | None = None,
+                 include_flagged: bool = True) -> _Filters:
+        """SQL for the keyword constraints of :meth:`entries`, which :meth:`embeddings` takes too."""
         clauses, args = [], []
         for column, op, value in (
             ("task", "=", task),
@@ -775,23 +773,21 @@ class Zoo:
         -------
         list of ZooEntry
         """
-        f = self._filters(task, family, max_params, max_flops, max_latency_ms, include_flagged)
+        f = self._filters(task=task, family=family, max_params=max_params, max_flops=max_flops,
+                          max_latency_ms=max_latency_ms, include_flagged=include_flagged)
         rows = self._connect().execute(
             f"SELECT {', '.join(_COLUMNS)} FROM entries{f.where} ORDER BY rowid", f.args
         ).fetchall()
         return [self._from_row(r) for r in rows]
 
-    def embeddings(
-        self,
-        *,
-        task: str | None = None,
-        family: str | None = None,
-        max_params: int | None = None,
-        max_flops: int | None = None,
-        max_latency_ms: float | None = None,
-        include_flagged: bool = True,
-    ) -> tuple[list[str], np.ndarray]:
-        """Functional embeddings of the entries that meet the constraints (as :meth:`entries`).
+    def embeddings(self, **constraints: Any) -> tuple[list[str], np.ndarray]:
+        """Functional embeddings of the entries that meet the constraints.
+
+        Parameters
+        ----------
+        **constraints
+            The keyword constraints of :meth:`entries` (``task``, ``family``, ``max_params``,
+            ``max_flops``, ``max_latency_ms``, ``include_flagged``).
 
         Returns
         -------
@@ -805,7 +801,7 @@ class Zoo:
         TansError
             When the selected entries have embeddings of different lengths.
         """
-        f = self._filters(task, family, max_params, max_flops, max_latency_ms, include_flagged)
+        f = self._filters(**constraints)
         rows = self._connect().execute(
             f"SELECT id, embedding, embedding_dim FROM entries{f.where} ORDER BY rowid", f.args
         ).fetchall()
@@ -958,9 +954,7 @@ class Zoo:
         return TransferRecord(**values)
 
     def _get_transfer(self, record_id: str) -> TransferRecord | None:
-        row = self._connect().execute(
-            f"SELECT {', '.join(_TRANSFER_COLUMNS)} FROM transfers WHERE id = ?", (record_id,)
-        ).fetchone()
+        row = self._row_by_id("transfers", _TRANSFER_COLUMNS, record_id)
         return None if row is None else self._transfer_from_row(row)
 
     def transfers(
