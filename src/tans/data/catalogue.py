@@ -372,22 +372,38 @@ def _slug(text: str) -> str:
     return text.lower().replace(" & ", "-").replace(" ", "-")
 
 
+def _register_artwork(
+    name: str, description: str, kwargs: dict[str, Any], *, family: str, parts: Mapping[str, tuple[str, str]],
+    loader: Callable[..., Dataset], counter: Callable[..., int], check: Callable[[], bool], install_hint: str,
+) -> None:
+    """Register a task of colour artwork (emoji, icons) whose ``kwargs`` fix its classes.
+
+    ``parts`` maps each artwork set the task pools (a vendor, a theme) to its source and licence.
+    """
+    register_task(
+        TaskSpec(
+            name=name,
+            family=family,
+            description=description + ", 32x32 RGB on white",
+            source="; ".join(source for source, _ in parts.values()),
+            licence=" | ".join(f"{part}: {licence}" for part, (_, licence) in parts.items()),
+            num_classes=len(kwargs["classes"]),
+            loader=loader,
+            kwargs=kwargs,
+            counter=counter,
+            check=check,
+            install_hint=install_hint,
+        )
+    )
+
+
 def _register_emoji() -> None:
     def add(name: str, description: str, vendors: tuple[str, ...], classes: tuple[str, ...], **kwargs: Any) -> None:
-        register_task(
-            TaskSpec(
-                name=name,
-                family="emoji",
-                description=description + " (skin tones included), 32x32 RGB on white",
-                source="; ".join(f"npm emoji-datasource-{v}" for v in vendors),
-                licence=" | ".join(f"{v}: {emoji.VENDOR_LICENCES[v]}" for v in vendors),
-                num_classes=len(classes),
-                loader=emoji.load_emoji,
-                kwargs={"vendors": list(vendors), "classes": list(classes), **kwargs},
-                counter=emoji.count_emoji,
-                check=lambda: all(emoji.installed(v) for v in vendors),
-                install_hint=emoji.INSTALL_HINT,
-            )
+        _register_artwork(
+            name, description + " (skin tones included)", {"vendors": list(vendors), "classes": list(classes), **kwargs},
+            family="emoji", parts={v: (f"npm emoji-datasource-{v}", emoji.VENDOR_LICENCES[v]) for v in vendors},
+            loader=emoji.load_emoji, counter=emoji.count_emoji, check=lambda: all(emoji.installed(v) for v in vendors),
+            install_hint=emoji.INSTALL_HINT,
         )
 
     add("emoji-categories", "Emoji of all three vendors by category", _VENDORS, _EMOJI_CATEGORIES, group_by="category")
@@ -459,20 +475,11 @@ _ICON_THEME_CONTEXTS = {
 
 def _register_icons() -> None:
     def add(name: str, description: str, themes: tuple[str, ...], by: str, classes: tuple[str, ...]) -> None:
-        register_task(
-            TaskSpec(
-                name=name,
-                family="icons",
-                description=description + ", 32x32 RGB on white",
-                source="; ".join(f"Debian {icons.THEMES[t].package}" for t in themes),
-                licence=" | ".join(f"{t}: {icons.THEMES[t].licence}" for t in themes),
-                num_classes=len(classes),
-                loader=icons.load_icons,
-                kwargs={"themes": list(themes), "by": by, "classes": list(classes)},
-                counter=icons.count_icons,
-                check=lambda: icons.installed(themes),
-                install_hint=icons.INSTALL_HINT,
-            )
+        _register_artwork(
+            name, description, {"themes": list(themes), "by": by, "classes": list(classes)}, family="icons",
+            parts={t: (f"Debian {icons.THEMES[t].package}", icons.THEMES[t].licence) for t in themes},
+            loader=icons.load_icons, counter=icons.count_icons, check=lambda: icons.installed(themes),
+            install_hint=icons.INSTALL_HINT,
         )
 
     every = tuple(icons.THEMES)
