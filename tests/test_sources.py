@@ -167,3 +167,12 @@ def test_cached_dataset_builds_once_and_repairs(tmp_path):
 
 def test_stable_seed():
     assert stable_seed("a", 1) == stable_seed("a", 1) != stable_seed("a", 2)
+
+
+@pytest.mark.parametrize("count, load", [(emoji.count_emoji, emoji.load_emoji), (icons.count_icons, icons.load_icons)])
+def test_counters_take_exactly_the_loader_arguments(count, load):
+    # count_* reads load_*'s signature: a typo fails as calling the loader would, before any file is read
+    with pytest.raises(TypeError, match="unexpected keyword argument 'clases'"):
+        count(clases=["a", "b"])
+    with pytest.raises(TansError, match="size must be between 8 and 256 pixels, got 4"):
+        load(size=4)

@@ -632,3 +632,25 @@ def test_claims_split_units_and_are_taken_over_when_their_builder_is_gone(tmp_pa
     assert zoo.claim(entry.id, other_host, lease_s=60) == "claimed"
     zoo.add(entry, make_state(0))
     assert zoo.claim(entry.id, me, lease_s=60) == "done"  # a stored unit is never claimed again
+
+
+def test_embeddings_take_the_constraints_of_entries(tmp_path):
+    zoo = Zoo.create(tmp_path / "zoo")
+    for i in range(4):
+        zoo.add(make_entry(i, val_acc=0.12 if i == 2 else 0.6), make_state(i))
+    ids, matrix = zoo.embeddings(max_params=3000, include_flagged=False, family="mnist")
+    assert ids == [e.id for e in zoo.entries(max_params=3000, include_flagged=False, family="mnist")]
+    assert len(ids) == 2 and matrix.shape == (2, 8)
+    with pytest.raises(TypeError, match="max_param"):
+        zoo.embeddings(max_param=3000)
+    zoo.close()
+
+
+def test_entry_dict_may_leave_out_storage_fields_and_carry_flagged():
+    entry = make_entry(0)
+    data = {k: v for k, v in entry.to_dict().items() if k not in ("weights_file", "sha256", "created")}
+    assert ZooEntry.from_dict({**data, "flagged": True}) == entry  # flagged is recomputed, not read
+    with pytest.raises(TansError, match=r"unknown \[\] and missing \['arch'\]"):
+        ZooEntry.from_dict({k: v for k, v in data.items() if k != "arch"})
+    with pytest.raises(TansError, match="expected an entry as a JSON object, got list"):
+        ZooEntry.from_dict([])
