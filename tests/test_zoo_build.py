@@ -1,4 +1,4 @@
-"""Zoo building: a tiny zoo in seconds, resume after SIGKILL, the process pool, Ray, `tans zoo` commands."""
+"""Zoo building: a tiny zoo in seconds, resume after SIGKILL, the process pool, `tans zoo` commands (Ray: test_unit_data)."""
 
 import json
 import signal
@@ -108,10 +108,10 @@ def test_failed_unit_is_reported_and_the_rest_is_built(tmp_path, monkeypatch):
 
     real = build.train_unit
 
-    def flaky(unit, config):
+    def flaky(unit, dataset, config):
         if unit.arch == "mbv3_min":
             raise RuntimeError("out of memory\nsecond line")
-        return real(unit, config)
+        return real(unit, dataset, config)
 
     monkeypatch.setattr(build, "train_unit", flaky)
     config = tiny_config(tasks=("digits-0-4",), archs=("mbv3_min", "mbv3_small"), archs_per_task=2)
@@ -170,18 +170,6 @@ def test_build_resumes_after_sigkill(tmp_path):
     assert summary["skipped"] == done_before and summary["built"] == 6 - done_before
     zoo = Zoo.open(zoo_dir)
     assert len(zoo) == 6 and len(set(zoo.ids())) == 6 and zoo.verify().ok
-
-
-def test_ray_builds_on_a_local_instance(tmp_path):
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        config = tiny_config(tasks=("digits-0-4",), archs_per_task=2)
-        report = build_zoo(tmp_path / "zoo", config, ray_address="local")
-    finally:
-        ray.shutdown()
-    assert report.executor.startswith("ray") and len(report.built) == 2 and not report.failed
-    assert sorted(Zoo.open(tmp_path / "zoo").ids()) == sorted(u.id for u in plan_units(config))
 
 
 def test_cli_list_show_verify_export_import(tiny_zoo, tmp_path, capsys):
@@ -287,13 +275,13 @@ def test_two_concurrent_builders_train_each_unit_once(tmp_path, monkeypatch):
     real, calls, lock = build.train_unit, collections.Counter(), threading.Lock()
     started, first_call = threading.Barrier(2, timeout=120), threading.local()
 
-    def counted(unit, config):
+    def counted(unit, dataset, config):
         with lock:
             calls[unit.id] += 1
         if not getattr(first_call, "seen", False):  # both builders are training before either goes on
             first_call.seen = True
             started.wait()
-        return real(unit, config)
+        return real(unit, dataset, config)
 
     monkeypatch.setattr(build, "train_unit", counted)
     config = tiny_config()

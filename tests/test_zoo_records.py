@@ -392,7 +392,7 @@ def test_build_registers_the_task_of_every_entry(tmp_path, tans_home, monkeypatc
     import tans.zoo.build as build
     from tans.training.recipe import Recipe
 
-    def fake_train(unit, config):  # no training: an entry with made-up numbers
+    def fake_train(unit, dataset, config):  # no training: an entry with made-up numbers
         entry = ZooEntry(
             id=unit.id, arch=unit.arch, task=unit.task, task_fingerprint=unit.task_fingerprint,
             task_family="handwritten-digits", num_classes=5, recipe={"seed": unit.seed}, seed=unit.seed,

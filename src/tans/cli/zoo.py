@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from tans._errors import TansError, TansWarning
+from tans._parallel import RayResources
 from tans.cli._output import console, print_json, print_table, screen_row
 from tans.cli._progress import progress_bar
 from tans.paths import default_zoo_dir
@@ -20,6 +21,13 @@ app = typer.Typer(help="Build and manage model zoos.", no_args_is_help=True)
 
 ZooOption = Annotated[Path | None, typer.Option("--zoo", help="Zoo directory (default: ~/.cache/tans/zoo).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+RayOption = Annotated[str | None, typer.Option("--ray", help="Run on Ray: 'auto', an address (HEAD:6379), or 'local'.")]
+RayCpusOption = Annotated[float | None, typer.Option(
+    "--ray-cpus-per-unit", help="CPUs Ray reserves for each unit, fractions allowed (default: the config's, "
+    f"else {RayResources().cpus_per_unit:g}).")]
+RayGpusOption = Annotated[float | None, typer.Option(
+    "--ray-gpus-per-unit", help="GPUs Ray reserves for each unit; 0.5 lets two units share one (default: the "
+    f"config's, else {RayResources().gpus_per_unit:g}).")]
 
 LIST_COLUMNS = ["id", "arch", "task", "val_acc", "chance_acc", "params", "flops", "latency_ms", "flagged"]  # --wide
 SCREEN_COLUMNS = ["id", "arch", "task", "val_acc", "chance_acc", "params", "flops", "latency_ms"]
@@ -45,7 +53,9 @@ def build_cmd(
     num_archs: Annotated[int | None, typer.Option(help="Size of the architecture pool (stratified by size).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs per network.")] = None,
     workers: Annotated[int | None, typer.Option(help="Local worker processes (default: every core).")] = None,
-    ray: Annotated[str | None, typer.Option("--ray", help="Run on Ray: 'auto', an address, or 'local'.")] = None,
+    ray: RayOption = None,
+    ray_cpus_per_unit: RayCpusOption = None,
+    ray_gpus_per_unit: RayGpusOption = None,
     zoo: ZooOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -63,6 +73,7 @@ def build_cmd(
         cfg = replace(cfg, num_archs=num_archs)
     if epochs is not None:
         cfg = replace(cfg, recipe=replace(cfg.recipe, epochs=epochs, warmup_epochs=min(cfg.recipe.warmup_epochs, epochs - 1)))
+    cfg = _with_ray_resources(cfg, ray, ray_cpus_per_unit, ray_gpus_per_unit)
     path = zoo or default_zoo_dir()
 
     with _plan_progress("zoo build", "built", lambda unit: unit.task) as (on_plan, on_unit):
@@ -77,6 +88,14 @@ def build_cmd(
             f"{report.models_per_hour:.0f} models/hour, {report.images_per_second:.0f} training images/s. Zoo: {path}"
         )
     _finish(report, as_json=as_json)
+
+
+def _with_ray_resources(cfg, ray: str | None, cpus: float | None, gpus: float | None):
+    """``cfg`` with the Ray resources given on the command line (checked by :class:`RayResources`)."""
+    given = {k: v for k, v in (("cpus_per_unit", cpus), ("gpus_per_unit", gpus)) if v is not None}
+    if given and ray is None:
+        raise TansError("--ray-cpus-per-unit and --ray-gpus-per-unit apply to a run on Ray; add --ray auto (or an address).")
+    return replace(cfg, ray_resources=replace(cfg.ray_resources, **given)) if given else cfg
 
 
 _HELD = "{} being built by another builder of this zoo (left to it); run again after it ends to pick up any it leaves."
@@ -120,7 +139,9 @@ def transfer_cmd(
     targets_per_other_model: Annotated[int | None, typer.Option(help="Also fine-tune every model not picked by --models on this many targets (a different mix each).")] = None,
     exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Task or family that is never a target (repeatable), e.g. your test sets.")] = None,
     workers: Annotated[int | None, typer.Option(help="Local worker processes (default: every core).")] = None,
-    ray: Annotated[str | None, typer.Option("--ray", help="Run on Ray: 'auto', an address, or 'local'.")] = None,
+    ray: RayOption = None,
+    ray_cpus_per_unit: RayCpusOption = None,
+    ray_gpus_per_unit: RayGpusOption = None,
     zoo: ZooOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -137,6 +158,7 @@ def transfer_cmd(
                  "targets_per_other_model": targets_per_other_model,
                  "exclude": tuple(cfg.exclude) + tuple(exclude) if exclude else None}
     cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    cfg = _with_ray_resources(cfg, ray, ray_cpus_per_unit, ray_gpus_per_unit)
     store = open_zoo(zoo)
     with _plan_progress("transfer records", "recorded", lambda unit: unit.target) as (on_plan, on_unit):
         report = run_transfers(store, cfg, workers=workers, ray_address=ray, progress=on_unit, on_plan=on_plan)

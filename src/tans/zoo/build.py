@@ -4,7 +4,9 @@ A build is a list of independent units. Each unit trains one architecture on one
 its cost and functional embedding, and returns an entry plus its weights; the driver alone writes
 them to the zoo, with a reference to each task (so the zoo can load it again), so the same unit
 function serves a local process pool and Ray tasks on a cluster (whose workers may not share the
-zoo's file system). Unit ids are derived from their content (:func:`tans.zoo.entry.unit_key`), so
+zoo's file system). The driver loads each task once and hands its dataset to the units
+(:class:`tans._parallel.SharedData`: on Ray, by reference into the object store), so a worker never
+loads data and a Ray node needs no data source installed. Unit ids are derived from their content (:func:`tans.zoo.entry.unit_key`), so
 a build started again skips what is already stored: a build killed at any moment resumes with no
 duplicate and no half-written entry. The driver claims each unit in the zoo when it hands it out
 (:mod:`tans.zoo.claims`), so two builders of one zoo split the units instead of both training each.
@@ -21,22 +23,23 @@ from typing import Any
 
 import numpy as np
 
-from tans._config import check_keys, read_config_file
 from tans._errors import TansError
-from tans._parallel import map_jobs
+from tans._parallel import RayResources, SharedData, map_jobs
+from tans.data.dataset import Dataset
 from tans.data.transforms import WorkingFormat
 from tans.training.recipe import Recipe
+from tans.zoo._run import RunConfig, check_planned, failure_reason
 from tans.zoo.claims import Claims
 from tans.zoo.entry import ZooEntry, unit_key
 from tans.zoo.records import TaskRef
 from tans.zoo.store import Zoo
 
-__all__ = ["BuildConfig", "BuildUnit", "BuildReport", "plan_units", "build_zoo", "train_unit"]
+__all__ = ["BuildConfig", "BuildReport", "BuildUnit", "build_zoo", "plan_units", "train_unit"]
 
 
 @dataclass(frozen=True)
-class BuildConfig:
-    """What to put in a zoo.
+class BuildConfig(RunConfig):
+    """What to put in a zoo, and what each unit asks of a Ray cluster.
 
     Parameters
     ----------
@@ -64,6 +67,8 @@ class BuildConfig:
         Working format of every network in the zoo.
     latency_repeats : int
         Timed passes for the batch-1 CPU latency (median reported).
+    ray_resources : RayResources
+        CPUs and GPUs Ray reserves for each unit (a build with ``ray_address`` only).
     """
 
     # what
@@ -80,6 +85,10 @@ class BuildConfig:
     image_size: int = 32
     channels: int = 3
     latency_repeats: int = 20
+    # where (on Ray)
+    ray_resources: RayResources = field(default_factory=RayResources)
+
+    _what, _where, _example = "Build config", "config", "benchmarks/zoo/bench-zoo.json"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", tuple(self.tasks))
@@ -95,6 +104,7 @@ class BuildConfig:
             raise TansError("A zoo build needs at least one training seed.")
         if isinstance(self.recipe, dict):
             object.__setattr__(self, "recipe", Recipe.from_dict(self.recipe))
+        self._read_ray_resources()
         WorkingFormat(self.image_size, self.channels)  # validates
 
     @property
@@ -105,16 +115,6 @@ class BuildConfig:
         values = asdict(self)
         values["recipe"] = self.recipe.to_dict()
         return values
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], *, where: str = "config") -> BuildConfig:
-        return cls(**check_keys(cls, values, where))
-
-    @classmethod
-    def from_file(cls, path: str | os.PathLike[str]) -> BuildConfig:
-        """Read a config from a ``.json`` or ``.toml`` file with the fields of this class."""
-        values = read_config_file(path, what="Build config", example="benchmarks/zoo/bench-zoo.json")
-        return cls.from_dict(values, where=str(path))
 
 
 @dataclass(frozen=True)
@@ -193,21 +193,22 @@ def plan_units(config: BuildConfig) -> list[BuildUnit]:
     return _plan(config)[0]
 
 
-def _plan(config: BuildConfig) -> tuple[list[BuildUnit], dict[str, TaskRef]]:
-    """The units of :func:`plan_units`, and a reference to each task keyed by its fingerprint."""
+def _plan(config: BuildConfig) -> tuple[list[BuildUnit], dict[str, TaskRef], dict[str, Any]]:
+    """The units of :func:`plan_units`, a reference to each task keyed by its fingerprint, and each
+    task's dataset keyed by ``BuildUnit.task`` (what the units train on)."""
     from tans.data import load_dataset
 
     pool = _arch_pool(config)
-    units, tasks = [], {}
+    units, tasks, datasets = [], {}, {}
     for t, task in enumerate(config.tasks):
-        dataset = load_dataset(task)
+        dataset = datasets[task] = load_dataset(task)
         fingerprint = dataset.fingerprint
         tasks[fingerprint] = _task_ref(task, dataset)
         for a in _spread(len(pool), config.archs_per_task, t):
             for seed in config.seeds:
                 uid = unit_key(pool[a], fingerprint, _recipe_record(config, pool[a], seed), seed)
                 units.append(BuildUnit(id=uid, task=task, task_fingerprint=fingerprint, arch=pool[a], seed=seed))
-    return units, tasks
+    return units, tasks, datasets
 
 
 def _task_ref(task: str, dataset: Any) -> TaskRef:
@@ -226,29 +227,38 @@ def _recipe_record(config: BuildConfig, arch: str, seed: int) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------ one unit
-def train_unit(unit: BuildUnit, config: BuildConfig) -> tuple[ZooEntry, dict[str, np.ndarray], int]:
+def train_unit(unit: BuildUnit, dataset: Dataset, config: BuildConfig) -> tuple[ZooEntry, dict[str, np.ndarray], int]:
     """Train, measure and embed one unit.
+
+    Parameters
+    ----------
+    unit : BuildUnit
+        What to train.
+    dataset : Dataset
+        The unit's task as the plan loaded it (``load_dataset(unit.task)``); never loaded here.
+    config : BuildConfig
+        The build's recipe and working format.
 
     Returns
     -------
     (ZooEntry, dict, int)
         The entry (without checksum: the zoo fills it in), the weights as numpy arrays, and the
         number of images passed through training.
+
+    Raises
+    ------
+    TansError
+        If ``dataset`` is not the one the unit was planned with.
     """
     import torch
 
-    from tans.data import load_dataset, to_working
+    from tans.data import to_working
     from tans.space.functional import functional_embedding
     from tans.space.measure import measure
     from tans.space.registry import create_model
     from tans.training.loop import default_device, train
 
-    dataset = load_dataset(unit.task)
-    if dataset.fingerprint != unit.task_fingerprint:
-        raise TansError(
-            f"Task '{unit.task}' changed since the build was planned (fingerprint "
-            f"{dataset.fingerprint[:12]} != {unit.task_fingerprint[:12]}); start the build again."
-        )
+    check_planned(dataset, unit.task_fingerprint, unit.task)
     fmt = config.working_format
     data = to_working(dataset, fmt)
     torch.manual_seed(unit.seed)
@@ -281,13 +291,12 @@ def train_unit(unit: BuildUnit, config: BuildConfig) -> tuple[ZooEntry, dict[str
     return entry, weights, result.train_images * len(result.epochs)
 
 
-def _safe_train_unit(unit: BuildUnit, config: BuildConfig):
+def _safe_train_unit(unit: BuildUnit, dataset: Dataset, config: BuildConfig):
     """``train_unit`` that returns a one-line failure instead of raising (workers must not die)."""
     try:
-        return unit, train_unit(unit, config), None
+        return unit, train_unit(unit, dataset, config), None
     except Exception as exc:  # noqa: BLE001 - reported per unit, the build goes on
-        reason = str(exc) if isinstance(exc, TansError) else f"{type(exc).__name__}: {exc}"
-        return unit, None, reason.splitlines()[0] if reason else type(exc).__name__
+        return unit, None, failure_reason(exc)
 
 
 # -------------------------------------------------------------------------------------- driver
@@ -317,8 +326,9 @@ def build_zoo(
         this process.
     ray_address : str or None
         Run the units as Ray tasks instead: ``"auto"`` joins the running cluster, an address joins
-        that one, ``"local"`` starts a local Ray instance. Results travel back to this process,
-        which alone writes the zoo.
+        that one, ``"local"`` starts a local Ray instance. Each task's dataset is put into Ray's
+        object store once and reaches the units by reference, each unit reserves
+        ``config.ray_resources``; results travel back to this process, which alone writes the zoo.
     progress : callable or None
         Called after each unit with the running report, the unit and its failure reason (or None).
     on_plan : callable or None
@@ -333,7 +343,7 @@ def build_zoo(
     if workers is not None and workers < 1:
         raise TansError(f"workers must be at least 1, got {workers}; omit it to use every core.")
     start = time.perf_counter()
-    units, tasks = _plan(config)  # refuses unknown tasks before a zoo is created
+    units, tasks, datasets = _plan(config)  # refuses unknown tasks before a zoo is created
     zoo = zoo if isinstance(zoo, Zoo) else Zoo.create(zoo)
     zoo.record_working_format(config.working_format)
     stored = set(zoo.ids())
@@ -349,7 +359,8 @@ def build_zoo(
     with Claims(zoo) as claims:
         claimed = claims.take(todo, limit=max_units)  # lazily: a unit is claimed when a worker takes it
         results, report.workers, report.executor = map_jobs(
-            _safe_train_unit, claimed, config, workers=workers, ray_address=ray_address, count=len(todo[:max_units])
+            _safe_train_unit, claimed, config, workers=workers, ray_address=ray_address, count=len(todo[:max_units]),
+            shared=SharedData(datasets, key=lambda unit: unit.task), ray_resources=config.ray_resources,
         )
         for unit, output, failure in results:
             if output is not None:

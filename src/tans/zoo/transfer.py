@@ -6,7 +6,9 @@ not from each model's accuracy on its own source task. :func:`run_transfers` pla
 :func:`transfer_recipe` on the same executors as the zoo build (a local process pool or Ray tasks),
 and the driver alone writes each finished record to the zoo in one transaction: a run killed at any
 moment resumes with no duplicate and no half row. Units are claimed in the zoo as they are handed
-out (:mod:`tans.zoo.claims`), so two runs on one zoo split the fine-tunes.
+out (:mod:`tans.zoo.claims`), so two runs on one zoo split the fine-tunes. The driver loads each
+target once and hands its dataset to the units (on Ray, by reference into the object store): a
+worker loads no data, only the model's weights from the zoo.
 
 Default targets (:func:`default_targets`): the catalogue tasks of the zoo's own families that are
 not a source task of the zoo, never one of ``exclude`` (a benchmark passes its test datasets and
@@ -23,17 +25,17 @@ from typing import Any
 
 import numpy as np
 
-from tans._config import check_keys, read_config_file
 from tans._errors import TansError
-from tans._parallel import map_jobs
+from tans._parallel import RayResources, SharedData, map_jobs
+from tans.zoo._run import RunConfig, check_planned, failure_reason
 from tans.zoo.claims import Claims
 from tans.zoo.records import TaskRef, TransferRecord, record_key, task_source
 from tans.zoo.store import Zoo
 
 __all__ = [
     "TransferConfig",
-    "TransferUnit",
     "TransferReport",
+    "TransferUnit",
     "default_targets",
     "pick_models",
     "plan_transfers",
@@ -55,8 +57,8 @@ def transfer_recipe(epochs: int = 1, seed: int = 0, *, max_train_images: int = 1
 
 
 @dataclass(frozen=True)
-class TransferConfig:
-    """What to fine-tune for the records.
+class TransferConfig(RunConfig):
+    """What to fine-tune for the records, and what each fine-tune asks of a Ray cluster.
 
     Parameters
     ----------
@@ -79,6 +81,8 @@ class TransferConfig:
         Every unflagged model *not* among the ``models`` picked is also fine-tuned on this many
         of the targets (0: none), a different mix of targets for each, so that the searcher sees
         how every model of the zoo transfers, not only the picked ones.
+    ray_resources : RayResources
+        CPUs and GPUs Ray reserves for each fine-tune (a run with ``ray_address`` only).
     """
 
     targets: tuple[str, ...] = ()
@@ -90,10 +94,14 @@ class TransferConfig:
     exclude: tuple[str, ...] = ()
     max_classes: int | None = None
     targets_per_other_model: int = 0
+    ray_resources: RayResources = field(default_factory=RayResources)
+
+    _what, _where, _example = "Transfer config", "transfer config", "benchmarks/zoo/bench-transfer.json"
 
     def __post_init__(self) -> None:
         for name in ("targets", "seeds", "exclude"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
+        self._read_ray_resources()
         checks = [
             ("models", self.models is None or self.models >= 1, "None or at least 1"),
             ("epochs", self.epochs >= 1, "at least 1"),
@@ -112,16 +120,6 @@ class TransferConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], *, where: str = "transfer config") -> TransferConfig:
-        return cls(**check_keys(cls, values, where))
-
-    @classmethod
-    def from_file(cls, path: str | os.PathLike[str]) -> TransferConfig:
-        """Read a ``.json`` file with the fields of this class."""
-        values = read_config_file(path, what="Transfer config", example="benchmarks/zoo/bench-transfer.json")
-        return cls.from_dict(values, where=str(path))
 
 
 @dataclass(frozen=True)
@@ -307,18 +305,13 @@ def record_from_finetune(result, recipe, *, family: str, origin: str = "transfer
     )
 
 
-def _run_unit(unit: TransferUnit, zoo_path: str, config: TransferConfig):
-    """Fine-tune one unit; returns (unit, record or None, failure reason or None). Never raises."""
-    from tans.data import load_dataset
+def _run_unit(unit: TransferUnit, dataset, zoo_path: str, config: TransferConfig):
+    """Fine-tune one unit on ``dataset`` (its target as the plan loaded it); returns (unit, record or
+    None, failure reason or None). Never raises."""
     from tans.finetune import finetune
 
     try:
-        dataset = load_dataset(unit.target)
-        if dataset.fingerprint != unit.target_fingerprint:
-            raise TansError(
-                f"target '{unit.target}' changed since the run was planned (fingerprint "
-                f"{dataset.fingerprint[:12]} != {unit.target_fingerprint[:12]}); start the run again."
-            )
+        check_planned(dataset, unit.target_fingerprint, unit.target)
         recipe = config.recipe(unit.seed)
         result = finetune(dataset, zoo=zoo_path, model_id=unit.model_id, recipe=recipe, seed=unit.seed)
         record = record_from_finetune(result, recipe, family=dataset.family)
@@ -326,8 +319,7 @@ def _run_unit(unit: TransferUnit, zoo_path: str, config: TransferConfig):
             raise TansError(f"record id {record.id} differs from the planned {unit.id}; the recipe changed mid-run.")
         return unit, record, None
     except Exception as exc:  # noqa: BLE001 - one failed unit is reported, the run goes on
-        reason = str(exc) if isinstance(exc, TansError) else f"{type(exc).__name__}: {exc}"
-        return unit, None, (reason.splitlines() or [type(exc).__name__])[0]
+        return unit, None, failure_reason(exc)
 
 
 # -------------------------------------------------------------------------------------- driver
@@ -355,7 +347,9 @@ def run_transfers(
     workers : int or None
         Local processes (default: every core), one torch thread each; ``1`` runs in this process.
     ray_address : str or None
-        Run the units as Ray tasks: ``"auto"``, an address, or ``"local"``.
+        Run the units as Ray tasks: ``"auto"``, an address, or ``"local"``. Each target's dataset
+        is put into Ray's object store once and reaches the units by reference; each unit reserves
+        ``config.ray_resources``. Workers read the models' weights from the zoo at its path.
     progress : callable or None
         Called after each unit with the running report, the unit and its failure (or None).
     on_plan : callable or None
@@ -388,7 +382,8 @@ def run_transfers(
     with Claims(zoo) as claims:
         claimed = claims.take(todo, limit=max_units)  # lazily: a unit is claimed when a worker takes it
         results, report.workers, report.executor = map_jobs(
-            _run_unit, claimed, str(zoo.path), config, workers=workers, ray_address=ray_address, count=len(todo[:max_units])
+            _run_unit, claimed, str(zoo.path), config, workers=workers, ray_address=ray_address, count=len(todo[:max_units]),
+            shared=SharedData(datasets, key=lambda unit: unit.target), ray_resources=config.ray_resources,
         )
         for unit, record, failure in results:
             if record is not None:
