@@ -59,7 +59,7 @@ def _mean(values) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def evaluate_family(zoo: Zoo, family: str, params: dict, per_class: int) -> list[dict]:
+def evaluate_family(zoo: Zoo, family: str, params: dict, per_class: int, keep_scores: bool = False) -> list[dict]:
     """Fit without ``family``, then score each of its targets; one dict of metrics per target."""
     tic = time.perf_counter()
     searcher = Searcher(**params).fit(zoo, exclude_families=(family, *TEST_FAMILIES))
@@ -94,7 +94,7 @@ def evaluate_family(zoo: Zoo, family: str, params: dict, per_class: int) -> list
         two_stage = stage1 - 100.0  # below every probed model, in stage-1 order
         two_stage[top] = order
         probes = probe_scores(zoo, [e.id for e in chosen], dataset, per_class=per_class,
-                              scores=("logme", "logme-reference", "ncm"))
+                              scores=("logme", "logme-reference", "ncm", *(("knn",) if keep_scores else ())))
         scores = {
             "stage 1": stage1,
             "stage 1+2": two_stage,
@@ -106,6 +106,10 @@ def evaluate_family(zoo: Zoo, family: str, params: dict, per_class: int) -> list
             "NCM": probes.scores["ncm"],
         }
         row = {"target": table.names[t], "family": family, "candidates": len(cands), "fit_seconds": fit_seconds}
+        if keep_scores:  # every candidate's scores, to study other fusions offline
+            row["scores"] = {"ids": [e.id for e in chosen], "acc": acc.tolist(), "stage1": stage1.tolist(),
+                             **{name: np.asarray(probes.scores[name], dtype=np.float64).tolist() for name in probes.scores},
+                             "chance": float(table.chance[t]), "probe_chance": float(probes.chance)}
         for name, score in scores.items():
             metrics = ranking_metrics(acc, np.nan_to_num(score, nan=-np.inf))
             row[name] = {"tau": metrics["tau"], "regret": metrics["regret"]}
@@ -164,6 +168,8 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=20, help="probe images per class of the baselines")
     parser.add_argument("--families", nargs="*", help="only these held-out families")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--keep-scores", action="store_true",
+                        help="also write every candidate's scores per target to searcher_quality.json")
     args = parser.parse_args()
     start = time.perf_counter()
     zoo = Zoo.open(args.zoo)
@@ -173,7 +179,7 @@ def main() -> None:
     per_family, rows = {}, []
     for family in families:
         print(f"holding out {family}", file=sys.stderr, flush=True)
-        found = evaluate_family(zoo, family, params, args.per_class)
+        found = evaluate_family(zoo, family, params, args.per_class, args.keep_scores)
         rows += found
         per_family[family] = {"targets": len(found), **summarise(found)}
     results = {

@@ -243,6 +243,10 @@ def test_tiny_end_to_end_run_writes_the_report_and_resumes(zoo_dir, configs, tmp
     tau_goal = results["goals"]["stage1_tau_at_least_0.60"]
     assert tau_goal["value"] == results["summary"]["searcher-stage1"]["tau"]["1"]["symmetric"]
     assert tau_goal["met"] == (tau_goal["value"] is not None and tau_goal["value"] >= 0.60)
+    speed = results["goals"]["searcher_20x_faster_than_logme"]  # the median over cells of each cell's own ratio
+    ratios = [c["methods"]["logme"]["search_seconds"] / c["methods"]["searcher"]["search_seconds"] for c in results["cells"]]
+    assert speed["median_cell_ratio"] == pytest.approx(float(np.median(ratios)), rel=1e-3)  # seconds are rounded in JSON
+    assert speed["met"] == (speed["median_cell_ratio"] >= 20)
     for g in results["goals"]["searcher_regret_below_logme"].values():
         assert g["met"] == (g["searcher"] is not None and g["logme"] is not None and g["searcher"] < g["logme"])
     report = (out / "report.md").read_text()

@@ -369,7 +369,7 @@ def _summarise(config: BenchConfig, cells: list[dict], method_names: list[str]) 
     return rows
 
 
-def _goals(config: BenchConfig, summary: dict) -> dict[str, Any]:
+def _goals(config: BenchConfig, summary: dict, cells: list[dict]) -> dict[str, Any]:
     """The searcher's goals, measured (a goal whose methods were not run is left out).
 
     Default search (stage 1 + 2): higher mean accuracy than LogME over every candidate and than
@@ -377,6 +377,11 @@ def _goals(config: BenchConfig, summary: dict) -> dict[str, Any]:
     LogME over every candidate. Stage 1 alone: at least 100x faster than LogME over every
     candidate, weighted tau >= 0.60 (symmetric convention, 1 epoch), at least the static prior's
     accuracy.
+
+    A speed goal reads the ratio of LogME's seconds to the method's *in each cell* (the two were
+    measured on the same dataset, minutes apart, under the same load) and is met when the median
+    over cells reaches the factor: a load spike during a few cells moves a ratio of mean seconds
+    (also reported) far more than it moves the median.
     """
     goals: dict[str, Any] = {}
     budgets = [str(e) for e in sorted({1, config.epochs})]
@@ -389,9 +394,13 @@ def _goals(config: BenchConfig, summary: dict) -> dict[str, Any]:
 
     def faster(method: str, factor: float) -> dict[str, Any]:
         seconds = summary[method]["search_seconds"]
-        ratio = speed_ratio(logme_s, seconds) if logme_s is not None and seconds else None
-        return {"seconds": seconds, "logme_every_candidate_seconds": logme_s, "ratio": ratio,
-                "met": ratio is not None and ratio >= factor}
+        per_cell = [speed_ratio(c["methods"]["logme"]["search_seconds"], c["methods"][method]["search_seconds"])
+                    for c in cells if c["methods"][method]["search_seconds"] > 0]
+        median = float(np.median(per_cell)) if per_cell else None
+        return {"seconds": seconds, "logme_every_candidate_seconds": logme_s,
+                "median_cell_ratio": median, "mean_cell_ratio": mean_or_none(per_cell),
+                "ratio_of_means": speed_ratio(logme_s, seconds) if logme_s is not None and seconds else None,
+                "met": median is not None and median >= factor}
 
     if "searcher" in summary:
         rivals = [b for b in ("logme", *static) if b in summary]
@@ -565,7 +574,7 @@ def run_bench(
         "cells": cells,
         "summary": summary,
     }
-    results["goals"] = _goals(config, summary)
+    results["goals"] = _goals(config, summary, cells)
     tic = time.perf_counter()
     progress("report", 0, 1, "embeddings")
     embeddings = _embeddings(searchers["main"], zoo, datasets)
