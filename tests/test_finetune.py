@@ -234,7 +234,7 @@ def test_bad_inputs_raise_one_line_errors(zoo, entry, dataset, tmp_path):
         finetune(dataset, zoo=tmp_path / "none", model_id="abc", recipe=TINY_FT)
     with pytest.raises(TansError, match="default zoo .* 'tans demo'"):
         finetune(dataset, model_id="abc", recipe=TINY_FT)  # $TANS_HOME is empty: no default zoo
-    with pytest.raises(TansError, match="unknown ONNX exporter 'tracing'"):
+    with pytest.raises(TansError, match="Unknown ONNX exporter 'tracing'"):
         export_onnx(torch.nn.Linear(2, 2), tmp_path / "x.onnx", exporter="tracing")
 
 

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 from tans.errors import ConfigError, DatasetError, SearchError, TansError, TansWarning, ZooError
 
-__all__ = ["ConfigError", "DatasetError", "SearchError", "TansError", "TansWarning", "ZooError", "did_you_mean"]
+__all__ = ["ConfigError", "DatasetError", "SearchError", "TansError", "TansWarning", "ZooError", "did_you_mean", "unknown_choice"]
 
 
 def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> str:
@@ -19,3 +19,13 @@ def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> str:
     if not close:
         return ""
     return " Did you mean " + ", ".join(repr(c) for c in close) + "?"
+
+
+def unknown_choice(what: str, name: object, choices: Iterable[str], error: type[TansError] = TansError) -> TansError:
+    """The one-line error for a name that is not among ``choices``: what was expected, close names.
+
+    ``raise unknown_choice("probe score", name, PROBE_SCORES)`` ->
+    ``Unknown probe score 'lgme'; expected one of logme, ncm. Did you mean 'logme'?``
+    """
+    choices = list(choices)
+    return error(f"Unknown {what} {str(name)!r}; expected one of {', '.join(choices)}.{did_you_mean(str(name), choices)}")

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from tans._errors import TansError, did_you_mean
+from tans._errors import TansError, unknown_choice
 from tans.data.dataset import Dataset
 from tans.zoo.entry import ZooEntry
 from tans.zoo.store import Zoo
@@ -209,7 +209,7 @@ def get_method(name: str) -> Method:
         For an unknown name (close names suggested).
     """
     if name not in _REGISTRY:
-        raise TansError(f"Unknown method '{name}'; expected one of {', '.join(_REGISTRY)}.{did_you_mean(name, _REGISTRY)}")
+        raise unknown_choice("method", name, _REGISTRY)
     return _REGISTRY[name]
 
 

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from tans._atomic import new_file, new_folder
-from tans._errors import TansError
+from tans._errors import TansError, unknown_choice
 from tans._json import dumps
 from tans.data.transforms import WorkingFormat, resize_images
 from tans.training.loop import INPUT_MEAN, INPUT_STD, to_input
@@ -304,12 +304,7 @@ def check_exporter(exporter: str = "torchscript") -> None:
         Naming the exporters, or the command that installs what is missing.
     """
     if exporter not in EXPORTERS:
-        from tans._errors import did_you_mean
-
-        raise TansError(
-            f"unknown ONNX exporter {exporter!r}; expected one of {', '.join(EXPORTERS)}."
-            + did_you_mean(exporter, EXPORTERS)
-        )
+        raise unknown_choice("ONNX exporter", exporter, EXPORTERS)
     for package in ["onnx"] + (["onnxscript"] if exporter == "dynamo" else []):
         try:
             __import__(package)

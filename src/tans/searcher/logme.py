@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tans._errors import TansError, did_you_mean
+from tans._errors import TansError, unknown_choice
 
 __all__ = ["LOGME_VARIANTS", "logme_score", "log_evidence"]
 
@@ -169,10 +169,7 @@ def logme_score(
         than 2 classes.
     """
     if variant not in _DEFAULTS:
-        raise TansError(
-            f"Unknown LogME variant {variant!r}; expected one of {', '.join(LOGME_VARIANTS)}."
-            f"{did_you_mean(str(variant), LOGME_VARIANTS)}"
-        )
+        raise unknown_choice("LogME variant", variant, LOGME_VARIANTS)
     max_iter = _DEFAULTS[variant][0] if max_iter is None else max_iter
     tol = _DEFAULTS[variant][1] if tol is None else tol
     f = np.asarray(features)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from tans._errors import TansError, did_you_mean
+from tans._errors import TansError, unknown_choice
 from tans.data.dataset import Dataset
 from tans.data.transforms import WorkingFormat, resize_images
 from tans.searcher.features import query_sample
@@ -76,9 +76,7 @@ def get_probe_score(name: str) -> ProbeScore:
         For an unknown name (close names suggested).
     """
     if name not in PROBE_SCORES:
-        raise TansError(
-            f"Unknown probe score '{name}'; expected one of {', '.join(PROBE_SCORES)}.{did_you_mean(str(name), PROBE_SCORES)}"
-        )
+        raise unknown_choice("probe score", name, PROBE_SCORES)
     return PROBE_SCORES[name]
 
 

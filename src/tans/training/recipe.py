@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
-from tans._errors import ConfigError, did_you_mean
+from tans._errors import ConfigError, did_you_mean, unknown_choice
 
 __all__ = ["Recipe"]
 
@@ -71,10 +71,7 @@ class Recipe:
 
     def __post_init__(self) -> None:
         if self.optimizer not in _OPTIMIZERS:
-            raise ConfigError(
-                f"Unknown optimizer '{self.optimizer}'; expected one of {', '.join(_OPTIMIZERS)}."
-                + did_you_mean(self.optimizer, _OPTIMIZERS)
-            )
+            raise unknown_choice("optimizer", self.optimizer, _OPTIMIZERS, ConfigError)
         checks = [
             ("lr", self.lr > 0, "a positive number"),
             ("weight_decay", self.weight_decay >= 0, "zero or more"),
