@@ -27,6 +27,14 @@ from tans.data.loaders import (
 from tans.data.writers import class_folder_name, write_dataset
 
 
+@pytest.fixture(autouse=True, params=["eager", "lazy"])
+def folder_mode(request, monkeypatch):
+    """Every test twice: folders decoded whole, and read lazily (every image decoded when indexed)."""
+    if request.param == "lazy":
+        monkeypatch.setattr("tans.data.loaders.folder.LAZY_BYTES", -1)
+    return request.param
+
+
 def one_line(excinfo) -> str:
     message = str(excinfo.value)
     assert "\n" not in message, message

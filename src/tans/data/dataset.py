@@ -1,8 +1,9 @@
 """The one dataset type every stage of tans consumes.
 
-A :class:`Dataset` is a labelled image collection held in memory as uint8 arrays, with the facts a
-model zoo needs to remember about it: class names, a content fingerprint, where it came from and
-under which licence, and a deterministic stratified train/val/test split.
+A :class:`Dataset` is a labelled image collection held as uint8 arrays, with the facts a model zoo
+needs to remember about it: class names, a content fingerprint, where it came from and under which
+licence, and a deterministic stratified train/val/test split. The images are in memory, or, for a
+large folder, a :class:`~tans.data.lazy.LazyImages` that decodes only the rows a command indexes.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from functools import cached_property
 import numpy as np
 
 from tans._errors import DatasetError
+from tans.data.lazy import LazyImages
 
 __all__ = ["MIN_IMAGES_PER_CLASS", "SPLITS", "Dataset", "split_problem", "stratified_split"]
 
@@ -29,8 +31,10 @@ class Dataset:
 
     Parameters
     ----------
-    images : np.ndarray
-        ``(n, height, width, channels)`` uint8, channels 1 (grey) or 3 (RGB).
+    images : np.ndarray or LazyImages
+        ``(n, height, width, channels)`` uint8, channels 1 (grey) or 3 (RGB); a
+        :class:`~tans.data.lazy.LazyImages` decodes rows from files when indexed (views such as
+        :meth:`subset` and :meth:`split` then hold the decoded rows).
     labels : np.ndarray
         ``(n,)`` integer class indices into ``class_names``.
     class_names : tuple of str
@@ -51,7 +55,7 @@ class Dataset:
     """
 
     # content
-    images: np.ndarray
+    images: np.ndarray | LazyImages
     labels: np.ndarray
     class_names: tuple[str, ...]
     # identity and provenance
@@ -65,7 +69,7 @@ class Dataset:
 
     def __post_init__(self) -> None:
         images, labels = self.images, self.labels
-        if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4:
+        if not isinstance(images, (np.ndarray, LazyImages)) or images.dtype != np.uint8 or images.ndim != 4:
             got = f"{type(images).__name__} {getattr(images, 'dtype', '')} {getattr(images, 'shape', '')}"
             raise DatasetError(
                 f"Dataset '{self.name}': expected images as a uint8 array (n, height, width, channels), "
@@ -124,12 +128,28 @@ class Dataset:
 
     @cached_property
     def fingerprint(self) -> str:
-        """sha256 of the content (pixels, labels, class names): equal data, equal fingerprint."""
+        """sha256 of the content: equal data, equal fingerprint.
+
+        It covers the image shape, the class names, the labels and the pixels; for images read
+        lazily from files (:class:`~tans.data.lazy.LazyImages`), the files' bytes in row order
+        instead of the pixels, so that nothing is decoded (one file changed, another fingerprint).
+        """
         h = hashlib.sha256()
         h.update(repr((self.images.shape, self.class_names)).encode())
-        h.update(np.ascontiguousarray(self.images).tobytes())
+        if isinstance(self.images, LazyImages):
+            h.update(b"files:" + self.images.digest())
+        else:
+            h.update(np.ascontiguousarray(self.images).tobytes())
         h.update(self.labels.astype("<i8").tobytes())
         return h.hexdigest()
+
+    def __getstate__(self) -> dict:
+        # Lazy images pickle as their pixels: send the files' fingerprint along, or a copy that a
+        # worker unpickles would fingerprint its pixels and no longer match its plan.
+        state = dict(self.__dict__)
+        if isinstance(self.images, LazyImages):
+            state["fingerprint"] = self.fingerprint
+        return state
 
     # ------------------------------------------------------------------ views
     def subset(self, indices: np.ndarray, name: str | None = None) -> Dataset:

@@ -36,6 +36,7 @@ __all__ = [
     "SkipReason",
     "UnreadableImageError",
     "composite_on_white",
+    "image_header",
     "image_to_array",
     "open_image",
     "read_image",
@@ -136,38 +137,8 @@ def open_image(path: str | os.PathLike, *, max_pixels: int | None = None, fp: IO
     UnreadableImageError
         When the file cannot be decoded.
     """
-    limit = MAX_PIXELS if max_pixels is None else max_pixels
-    try:
-        if fp is None:
-            with open(path, "rb") as f:
-                head = f.read(12)
-        else:
-            head = fp.read(12)
-    except OSError as exc:
-        raise UnreadableImageError(path, SkipReason.UNREADABLE, exc.strerror or type(exc).__name__) from exc
-    if not head:
-        raise UnreadableImageError(path, SkipReason.ZERO_BYTE)
-    looks_like_image = head.startswith(_SIGNATURES)
-
     with _pillow_warnings():
-        try:
-            img = Image.open(path if fp is None else fp)  # Pillow seeks fp back to its start
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise UnreadableImageError(path, SkipReason.TOO_LARGE, str(exc)) from exc
-        except UnidentifiedImageError as exc:
-            reason = SkipReason.TRUNCATED if looks_like_image else SkipReason.NOT_AN_IMAGE
-            raise UnreadableImageError(path, reason) from exc
-        except OSError as exc:
-            raise UnreadableImageError(path, SkipReason.UNREADABLE, str(exc)) from exc
-        except Exception as exc:  # any parser failure on untrusted bytes
-            raise UnreadableImageError(path, SkipReason.TRUNCATED, str(exc)) from exc
-
-        width, height = img.size
-        if width * height > limit:
-            img.close()
-            raise UnreadableImageError(
-                path, SkipReason.TOO_LARGE, f"{width}x{height} pixels, limit {limit:,} pixels"
-            )
+        img = _open_unloaded(path, max_pixels, fp)
         try:
             img.load()
         except MemoryError:
@@ -186,6 +157,107 @@ def open_image(path: str | os.PathLike, *, max_pixels: int | None = None, fp: IO
     if rotated is not img:
         img.close()
     return rotated
+
+
+def image_header(path: str | os.PathLike, *, max_pixels: int | None = None) -> tuple[int, int, int]:
+    """``(height, width, channels)`` that :func:`read_image` would return, from the header alone.
+
+    Nothing is decoded: the pixel count is checked as :func:`open_image` does, the EXIF orientation
+    swaps height and width where it turns the image, and a PNG or JPEG whose end marker is missing
+    (a half-copied file) is reported as truncated. A file whose compressed data is damaged past its
+    header still passes here and fails when it is decoded. Parameters and errors are those of
+    :func:`read_image`.
+
+    Returns
+    -------
+    (int, int, int)
+        Height, width, and 1 (grey) or 3 (colour) channels as :func:`image_to_array` maps the mode
+        (a palette counts as grey when every palette entry is grey).
+    """
+    with _pillow_warnings():
+        img = _open_unloaded(path, max_pixels, None)
+    with img:
+        if not _has_end_marker(path, img.format):
+            raise UnreadableImageError(path, SkipReason.TRUNCATED, "the file ends before the image does")
+        width, height = img.size
+        if _orientation(img) in (5, 6, 7, 8):  # a quarter turn: exif_transpose swaps the sides
+            width, height = height, width
+        return height, width, _header_channels(img)
+
+
+def _open_unloaded(path: str | os.PathLike, max_pixels: int | None, fp: IO[bytes] | None) -> Image.Image:
+    """Open an image with Pillow (header only), checked against the pixel limit; errors as for :func:`open_image`."""
+    limit = MAX_PIXELS if max_pixels is None else max_pixels
+    try:
+        if fp is None:
+            with open(path, "rb") as f:
+                head = f.read(12)
+        else:
+            head = fp.read(12)
+    except OSError as exc:
+        raise UnreadableImageError(path, SkipReason.UNREADABLE, exc.strerror or type(exc).__name__) from exc
+    if not head:
+        raise UnreadableImageError(path, SkipReason.ZERO_BYTE)
+    looks_like_image = head.startswith(_SIGNATURES)
+
+    try:
+        img = Image.open(path if fp is None else fp)  # Pillow seeks fp back to its start
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise UnreadableImageError(path, SkipReason.TOO_LARGE, str(exc)) from exc
+    except UnidentifiedImageError as exc:
+        reason = SkipReason.TRUNCATED if looks_like_image else SkipReason.NOT_AN_IMAGE
+        raise UnreadableImageError(path, reason) from exc
+    except OSError as exc:
+        raise UnreadableImageError(path, SkipReason.UNREADABLE, str(exc)) from exc
+    except Exception as exc:  # any parser failure on untrusted bytes
+        raise UnreadableImageError(path, SkipReason.TRUNCATED, str(exc)) from exc
+
+    width, height = img.size
+    if width * height > limit:
+        img.close()
+        raise UnreadableImageError(
+            path, SkipReason.TOO_LARGE, f"{width}x{height} pixels, limit {limit:,} pixels"
+        )
+    return img
+
+
+# How each format ends, and how far from the end the marker may sit (some writers pad JPEGs).
+_END_MARKERS = {"PNG": (b"IEND", 12), "JPEG": (b"\xff\xd9", 4096)}
+
+
+def _has_end_marker(path: str | os.PathLike, fmt: str | None) -> bool:
+    """False when a PNG or JPEG file lacks its end marker; True for other formats."""
+    if fmt not in _END_MARKERS:
+        return True
+    marker, within = _END_MARKERS[fmt]
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(f.tell() - within, 0))
+            return marker in f.read()
+    except OSError as exc:
+        raise UnreadableImageError(path, SkipReason.UNREADABLE, exc.strerror or type(exc).__name__) from exc
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation tag (1: upright) as far as the header tells, without decoding."""
+    try:
+        if img.format == "PNG" and "exif" not in img.info:
+            return 1  # Pillow would decode the whole PNG to look for an eXIf chunk after the pixels
+        return int(img.getexif().get(0x0112, 1))
+    except Exception:  # noqa: BLE001 - a malformed EXIF block only loses the orientation, as in open_image
+        return 1
+
+
+def _header_channels(img: Image.Image) -> int:
+    """1 or 3: the channels :func:`image_to_array` gives this image's mode."""
+    mode = img.mode
+    if mode in ("1", "L", "LA", "La") or mode.startswith(("I", "F")):
+        return 1
+    if mode in ("P", "PA"):
+        palette = np.asarray(img.getpalette("RGB") or [], dtype=np.uint8).reshape(-1, 3)
+        return 1 if (palette == palette[:, :1]).all() else 3
+    return 3
 
 
 @contextmanager

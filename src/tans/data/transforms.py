@@ -12,11 +12,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from tans._atomic import new_file
 from tans._errors import DatasetError
 from tans.data.dataset import Dataset
+from tans.data.lazy import LazyImages, resize_to
 from tans.paths import cache_dir
 
 __all__ = ["WorkingFormat", "to_working", "resize_images"]
@@ -48,15 +48,12 @@ def resize_images(images: np.ndarray, size: int, channels: int) -> np.ndarray:
     Grey becomes RGB by repetition, RGB becomes grey by luminance; resampling is bilinear with
     antialiasing when shrinking (Pillow's reduce-then-resample), so thin strokes survive.
     """
-    n, h, w, c = images.shape
+    n, h, w, _ = images.shape
     out = np.empty((n, size, size, channels), dtype=np.uint8)
     for i in range(n):
-        img = images[i]
+        img = images[i]  # one row at a time: a LazyImages decodes just this file
         if (h, w) != (size, size):
-            pil = Image.fromarray(img[..., 0] if c == 1 else img)
-            img = np.asarray(pil.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0))
-            if img.ndim == 2:
-                img = img[..., None]
+            img = resize_to(img, size, size)
         if img.shape[-1] == channels:
             out[i] = img
         elif channels == 3:
@@ -84,9 +81,11 @@ def to_working(
     Returns
     -------
     Dataset
-        Same labels, names, provenance and split; images ``(n, size, size, channels)``.
+        Same labels, names, provenance and split; images ``(n, size, size, channels)`` in memory
+        (images read lazily from files are decoded and resized one at a time, so only the working
+        copy is ever held whole).
     """
-    if dataset.image_shape == (fmt.size, fmt.size, fmt.channels):
+    if dataset.image_shape == (fmt.size, fmt.size, fmt.channels) and not isinstance(dataset.images, LazyImages):
         return dataset
     path = None
     if cache:

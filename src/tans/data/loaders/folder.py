@@ -1,4 +1,5 @@
-"""Load an ImageFolder directory: scan its class folders, then decode and stack the images.
+"""Load an ImageFolder directory: scan its class folders, check each file's header, then decode and
+stack the images, or for a large folder leave them to be decoded row by row when indexed.
 
 Layouts: ``root/<class>/<image>``, or ``root/{train,val,test}/<class>/<image>`` for a fixed split.
 """
@@ -11,12 +12,14 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePath
+from typing import NoReturn
 
 import numpy as np
 
 from tans._errors import DatasetError, TansWarning
 from tans.data.dataset import SPLITS, Dataset, stratified_split
-from tans.data.images import SkipReason, UnreadableImageError, read_image
+from tans.data.images import SkipReason, UnreadableImageError, image_header, read_image
+from tans.data.lazy import LazyImages
 from tans.data.loaders._common import (
     check_options,
     list_dir,
@@ -29,6 +32,7 @@ from tans.data.transforms import resize_images
 
 __all__ = [
     "CARVE_FRACTION",
+    "LAZY_BYTES",
     "MIXED_SIZE_DEFAULT",
     "ClassFolder",
     "FolderScan",
@@ -38,6 +42,9 @@ __all__ = [
 
 # Images of different sizes are all resized to this square size unless image_size is given.
 MIXED_SIZE_DEFAULT = 64
+# A folder whose images would take more than this many bytes decoded is read lazily: its files are
+# checked from their headers, and a row is decoded only when a command indexes it (LazyImages).
+LAZY_BYTES = 64 * 2**20
 # When a split layout lacks val/ or test/, this share of train/ is carved out for each.
 CARVE_FRACTION = 0.15
 
@@ -209,6 +216,15 @@ def load_imagefolder(
     are the folder names exactly, sorted (the union over the splits); images are in natural
     file-name order.
 
+    Every file is first checked from its header. When the images would take more than
+    :data:`LAZY_BYTES` decoded, none is decoded here: the dataset holds a
+    :class:`~tans.data.lazy.LazyImages` that decodes a row when it is indexed (a search decodes its
+    sample only; :func:`~tans.data.transforms.to_working` decodes and resizes one image at a time),
+    and its fingerprint covers the files' bytes instead of the pixels. A file damaged past its
+    header is then found when its row is decoded, as a one-line error, not skipped. A folder
+    :func:`~tans.data.writers.write_dataset` wrote is always decoded whole, so that it reads back
+    with the fingerprint of the dataset written.
+
     Parameters
     ----------
     path : str or PathLike
@@ -245,38 +261,18 @@ def load_imagefolder(
     meta = read_meta(root)
     class_names, folder_label = _class_mapping(scan, meta)
 
-    stack = _ImageStack(image_size, channels)
-    split_of: list[str | None] = []
-    labels: list[int] = []
-    stems: list[str] = []
-    skipped: Counter[SkipReason] = Counter()
-    example: Path | None = None
-    for folder in scan.folders:
-        readable, unreadable = 0, Counter()
-        for file in folder.files:
-            try:
-                image = read_image(file, max_pixels=max_pixels)
-            except UnreadableImageError as exc:
-                unreadable[exc.reason] += 1
-                example = example or file
-                continue
-            stack.add(image)
-            split_of.append(folder.split)
-            labels.append(folder_label[folder.name])
-            stems.append(file.stem)
-            readable += 1
-        skipped += unreadable
-        if readable == 0:
-            raise DatasetError(
-                f"Class folder {_rel(folder.path, root)!r} in {str(root)!r} has no readable images "
-                f"({_count_phrase(unreadable)}); add images to it or remove the folder."
-            )
-
-    images = stack.finish()
-    labels_arr = np.asarray(labels, dtype=np.int64)
-    order = _restore_order(stems, meta)
+    headers = _read_headers(scan, max_pixels)
+    shape = _row_shape(headers, image_size, channels)
+    written = meta is not None and meta.get("layout") == "imagefolder"  # its pixels are what it was written from
+    if not written and shape is not None and sum(len(h.rows) for h in headers) * int(np.prod(shape)) > LAZY_BYTES:
+        images, rows, skipped, example = _lazy_images(headers, shape, channels is not None, max_pixels, root)
+    else:
+        images, rows, skipped, example = _decode_images(scan, image_size, channels, max_pixels, root)
+    labels_arr = np.asarray([folder_label[folder.name] for folder, _ in rows], dtype=np.int64)
+    split_of = [folder.split for folder, _ in rows]
+    order = _restore_order([file.stem for _, file in rows], meta)
     if order is not None:
-        images, labels_arr = images[order], labels_arr[order]
+        images, labels_arr = images[order], labels_arr[order]  # in memory: only a folder tans wrote has an order
         split_of = [split_of[i] for i in order]
     split_indices = folder_splits(split_of, labels_arr, scan) if scan.layout == "splits" else None
     if skipped:
@@ -287,6 +283,96 @@ def load_imagefolder(
         class_names=tuple(class_names),
         split_indices=split_indices,
         **provenance(root, meta, name),
+    )
+
+
+_Rows = list[tuple[ClassFolder, PurePath]]  # the class folder and file of each image, in row order
+
+
+@dataclass
+class _Headers:
+    """One class folder's files read up to their headers: the readable ones and their shapes."""
+
+    folder: ClassFolder
+    rows: list[tuple[PurePath, tuple[int, int, int]]]  # (file, (height, width, channels))
+    unreadable: Counter[SkipReason]
+    example: PurePath | None  # the first unreadable file
+
+
+def _read_headers(scan: FolderScan, max_pixels: int | None) -> list[_Headers]:
+    """Every class folder's files checked from their headers (:func:`image_header`), none decoded."""
+    found = []
+    for folder in scan.folders:
+        entry = _Headers(folder, [], Counter(), None)
+        for file in folder.files:
+            try:
+                entry.rows.append((file, image_header(file, max_pixels=max_pixels)))
+            except UnreadableImageError as exc:
+                entry.unreadable[exc.reason] += 1
+                entry.example = entry.example or file
+        found.append(entry)
+    return found
+
+
+def _row_shape(headers: list[_Headers], size: int | None, channels: int | None) -> tuple[int, int, int] | None:
+    """The shape the eager loader would give every image, from the headers (None: nothing readable)."""
+    shapes = {shape for h in headers for _, shape in h.rows}
+    if not shapes:
+        return None
+    sides = {shape[:2] for shape in shapes}
+    if size is None:
+        size = None if len(sides) == 1 else MIXED_SIZE_DEFAULT
+    height, width = (size, size) if size is not None else next(iter(sides))
+    return height, width, channels or max(shape[2] for shape in shapes)
+
+
+def _lazy_images(
+    headers: list[_Headers], shape: tuple[int, int, int], convert_first: bool, max_pixels: int | None, root: Path
+) -> tuple[LazyImages, _Rows, Counter[SkipReason], PurePath | None]:
+    """The readable files as a :class:`LazyImages` of ``shape``, their rows, and what was skipped."""
+    rows: _Rows = []
+    skipped: Counter[SkipReason] = Counter()
+    example = None
+    for h in headers:
+        if not h.rows:
+            _no_readable_images(h.folder, h.unreadable, root)
+        rows += [(h.folder, file) for file, _ in h.rows]
+        skipped += h.unreadable
+        example = example or h.example
+    images = LazyImages([file for _, file in rows], shape, convert_first=convert_first, max_pixels=max_pixels)
+    return images, rows, skipped, example
+
+
+def _decode_images(
+    scan: FolderScan, size: int | None, channels: int | None, max_pixels: int | None, root: Path
+) -> tuple[np.ndarray, _Rows, Counter[SkipReason], PurePath | None]:
+    """Every readable file decoded into one array, their rows, and what was skipped."""
+    stack = _ImageStack(size, channels)
+    rows: _Rows = []
+    skipped: Counter[SkipReason] = Counter()
+    example = None
+    for folder in scan.folders:
+        readable, unreadable = 0, Counter()
+        for file in folder.files:
+            try:
+                image = read_image(file, max_pixels=max_pixels)
+            except UnreadableImageError as exc:
+                unreadable[exc.reason] += 1
+                example = example or file
+                continue
+            stack.add(image)
+            rows.append((folder, file))
+            readable += 1
+        skipped += unreadable
+        if readable == 0:
+            _no_readable_images(folder, unreadable, root)
+    return stack.finish(), rows, skipped, example
+
+
+def _no_readable_images(folder: ClassFolder, unreadable: Counter, root: Path) -> NoReturn:
+    raise DatasetError(
+        f"Class folder {_rel(folder.path, root)!r} in {str(root)!r} has no readable images "
+        f"({_count_phrase(unreadable)}); add images to it or remove the folder."
     )
 
 
