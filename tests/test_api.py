@@ -118,12 +118,14 @@ def test_a_fine_tune_at_chance_warns(records_zoo, tmp_path, capsys):
 
 
 def test_a_search_imports_neither_scipy_nor_sklearn(default_home, image_folder):
-    """Meta-training, plotting and fitting load SciPy and scikit-learn (seconds); a search never needs them."""
+    """Meta-training, plotting and fitting load SciPy and scikit-learn (seconds); a search never needs them,
+    nor the glyph renderer's drawing modules (PIL.ImageFont, PIL.ImageDraw)."""
     import os
 
     data = image_folder({"a": 6, "b": 6}, size=(32, 32))
     probe = (f"import sys, tans; found = tans.search({str(data)!r}, top_k=2); "
-             "print(len(found.rows), sorted(m for m in ('scipy', 'sklearn', 'matplotlib') if m in sys.modules))")
+             "print(len(found.rows), sorted(m for m in ('scipy', 'sklearn', 'matplotlib', 'PIL.ImageFont', 'PIL.ImageDraw') "
+             "if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", probe], check=False, capture_output=True, text=True,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr

@@ -25,7 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from PIL import Image
 
 from tans._atomic import write_bytes
 from tans._errors import DatasetError, TansWarning, did_you_mean
@@ -305,6 +305,8 @@ class GlyphJitter:
 
 def _master(face: FontFace, ch: str, weight: int, fonts: dict) -> Image.Image | None:
     """The character drawn at RENDER_PX, cropped to its ink, for one stroke weight (-1, 0, 1, 2)."""
+    from PIL import ImageDraw, ImageFilter, ImageFont  # only when rendering: the catalogue imports this module
+
     key = (face.path, face.index)
     if key not in fonts:
         fonts[key] = ImageFont.truetype(face.path, RENDER_PX, index=face.index, layout_engine=ImageFont.Layout.BASIC)
