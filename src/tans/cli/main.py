@@ -3,12 +3,19 @@
 Exit codes: 0 ok; 2 bad input (any :class:`~tans.errors.TansError`, or a usage error); 1 a failed
 check (``tans zoo verify``) or an internal error, whose traceback ``--debug`` (or ``TANS_DEBUG=1``)
 shows; 130 interrupted.
+
+As the ``tans`` command, the process ends as soon as the command is done: Python's teardown after
+PyTorch was loaded (freeing every module, then the native libraries) takes about a second, longer
+than many commands, and nothing of it is needed once the exit handlers have run and the output is
+flushed (see :func:`exit_now`).
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
+import threading
 import warnings
 from typing import Annotated
 
@@ -61,7 +68,42 @@ app.command("bench")(bench_cmd.bench_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit code (0 ok, 2 bad input, 1 failed check or internal error)."""
+    """Run the command line; returns the exit code (0 ok, 2 bad input, 1 failed check or internal error).
+
+    Without ``argv`` (the ``tans`` console script, ``python -m tans.cli.main``) the arguments come
+    from ``sys.argv`` and the process exits at the end through :func:`exit_now` instead of returning.
+    """
+    code = _run(argv)
+    if argv is None:
+        exit_now(code)
+    return code
+
+
+def exit_now(code: int) -> None:
+    """End the process with ``code`` without the interpreter's teardown.
+
+    Does what Python's own exit does before the teardown: waits for the threads that are not
+    daemons (and runs what :mod:`concurrent.futures` registered for then), runs the :mod:`atexit`
+    handlers (Ray's shutdown, multiprocessing's clean-up, temporary folders), flushes stdout and
+    stderr; then ``os._exit``. Skipped is freeing every module and object and the native libraries'
+    destructors, about a second once PyTorch is imported. Returns, leaving the usual exit, on an
+    interpreter without these hooks.
+    """
+    shutdown_threads = getattr(threading, "_shutdown", None)
+    run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)
+    if shutdown_threads is None or run_exit_handlers is None or threading.current_thread() is not threading.main_thread():
+        return
+    shutdown_threads()
+    run_exit_handlers()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: what the normal exit would lose too
+            pass
+    os._exit(code)
+
+
+def _run(argv: list[str] | None) -> int:
     global _debug
     _debug = False
     warnings.showwarning = _show_warning
