@@ -468,13 +468,16 @@ def test_transfer_table_without_records_says_what_to_run(small_zoo):
 
 
 def synthetic_rows(seed: int, *, targets: int = 6, k: int = 5, chance: float = 0.2):
-    """Fusion rows of ``targets`` shortlists whose accuracy lift is the ncm lift (plus a little noise)."""
+    """Fusion rows of ``targets`` shortlists whose accuracy lift is the ncm lift (plus a little noise).
+
+    LogME and stage 1 follow it more loosely, as they do on real records.
+    """
     rng = np.random.default_rng(seed)
     X, y, groups = [], [], []
     for t in range(targets):
-        stage1 = rng.uniform(chance, 0.8, k)
         ncm = rng.uniform(chance, 1.0, k)
-        logme = rng.normal(size=k)
+        stage1 = np.clip(ncm + rng.normal(0, 0.1, k), chance, 0.8)
+        logme = 3 * lift(ncm, chance) + rng.normal(0, 0.3, k)
         X.append(fusion_features(stage1, chance, {"logme": logme, "ncm": ncm}, chance))
         y.append(np.clip(lift(ncm, chance) + rng.normal(0, 0.02, k), 0, 1))
         groups += [f"t{t}"] * k
@@ -539,9 +542,13 @@ def test_combiner_errors():
         ProbeCombiner().predict(X)
 
 
-def test_combiner_order_reads_z_scores_with_non_negative_weights_and_ignores_null_shortlists():
+def test_combiner_order_is_the_fixed_blend_of_z_scores_scaled_by_real_shortlists_only():
     X, y, groups = synthetic_rows(0)
     real = ProbeCombiner().fit(X, y, groups)
+    # the order's weights are the blend (stage 1 at half a probe score's weight) times one fitted scale > 0
+    order = real.coef_["order"]
+    assert order[0] > 0 and np.allclose(order, order[1] * np.array([0.5, 1.0, 1.0]))
+    assert np.allclose(ProbeCombiner(stage1_weight=0.0).fit(X, y, groups).coef_["order"][0], 0.0)
     # null copies: same features, accuracy at chance; they move the level, never the order
     Xn = np.concatenate([X, X])
     yn = np.concatenate([y, np.zeros_like(y)])
@@ -549,9 +556,11 @@ def test_combiner_order_reads_z_scores_with_non_negative_weights_and_ignores_nul
     with_null = ProbeCombiner().fit(Xn, yn, gn, null=np.arange(len(yn)) >= len(y))
     np.testing.assert_allclose(with_null.coef_["order"], real.coef_["order"])
     assert with_null.intercept_["level"] < real.intercept_["level"]
-    # a score that predicts the order *backwards* gets weight 0, not a negative weight
+    # scores that rank the shortlist *backwards* get a scale of 0, never a negative weight
     names = feature_names(("logme", "ncm"))
     backwards = X.copy()
-    backwards[:, names.index("logme_z")] = -X[:, names.index("ncm_z")] + np.random.default_rng(0).normal(0, 0.3, len(X))
-    flipped = dict(zip(real.to_dict()["features"]["order"], ProbeCombiner().fit(backwards, y, groups).coef_["order"]))
-    assert min(flipped.values()) >= 0 and flipped["ncm_z"] > 0
+    for column in ("stage1_z", "logme_z", "ncm_z"):
+        backwards[:, names.index(column)] = -X[:, names.index("ncm_z")]
+    assert np.allclose(ProbeCombiner().fit(backwards, y, groups).coef_["order"], 0.0)
+    with pytest.raises(TansError, match="stage1_weight must be a number >= 0"):
+        ProbeCombiner(stage1_weight=-1)

@@ -31,7 +31,7 @@ from tans.zoo.store import serialize_safetensors
 __all__ = ["FORMAT", "FORMAT_VERSION", "CONFIG_NAME", "WEIGHTS_NAME", "save_artifact", "load_artifact", "is_artifact"]
 
 FORMAT = "tans-searcher"
-FORMAT_VERSION = 2  # 2: stage 2's combiner keeps a level and an order of its own features
+FORMAT_VERSION = 3  # 2: stage 2's combiner keeps a level and an order; 3: the order is a fixed blend of z-scores
 CONFIG_NAME = "searcher.json"
 WEIGHTS_NAME = "searcher.safetensors"
 

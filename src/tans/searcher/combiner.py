@@ -10,8 +10,8 @@ builds a few numbers, all on scales that do not depend on the dataset:
   dataset to dataset; its order within one dataset is what carries information).
 
 :class:`ProbeCombiner` regresses the recorded accuracy lift on these (a level per shortlist from
-the lifts, an order within it from the z-scores), fitted on transfer records of targets that
-stage 1 did not train on, plus
+the lifts, an order within it from a fixed blend of the z-scores), fitted on transfer records of
+targets that stage 1 did not train on, plus
 *null* copies of those targets whose labels were shuffled (their accuracy is chance by
 construction): so when a probe finds no relation between images and labels, e.g. random-noise
 images, the predicted accuracy falls to chance whatever the prior says. The ridge penalties are
@@ -86,11 +86,14 @@ class ProbeCombiner:
     The prediction for a shortlist is a level plus an order. The level (how well these models
     will do on this dataset) is a ridge regression from the shortlist's mean lifts (the columns
     not ending in ``_z``), one row per shortlist, fitted on real and null shortlists alike. The
-    order (which of them is better, the part that decides the pick) is a ridge regression with
-    non-negative weights from the within-shortlist z-scores onto the accuracy's deviation from
-    its shortlist mean, fitted on real shortlists only: a null shortlist's accuracies are all
-    chance and say nothing about order, and a negative weight would let two correlated scores
-    cancel so that a better probe score ranks a model lower.
+    order (which of them is better, the part that decides the pick) is a fixed blend of the
+    within-shortlist z-scores, ``stage1_weight`` for stage 1's and 1 for each probe score's,
+    times one non-negative scale fitted (ridge) onto the accuracy's deviation from its shortlist
+    mean, on real shortlists only: a null shortlist's accuracies are all chance and say nothing
+    about order. The blend is fixed rather than fitted because the records' validation targets
+    are a few dozen shortlists: free per-score weights fitted on them under-weighted
+    nearest-class-mean, and leave-one-family-out over every target (benchmarks/searcher_quality.py)
+    ranked the fixed blend better.
 
     Parameters
     ----------
@@ -98,11 +101,23 @@ class ProbeCombiner:
         Probe scores it reads, in order.
     alphas : sequence of float
         Candidate ridge penalties (the level's features are standardised first).
+    stage1_weight : float
+        Weight of stage 1's z-score in the order, relative to each probe score's (stage 1 already
+        chose the shortlist).
     """
 
-    def __init__(self, *, scores: Sequence[str] = ("logme", "ncm"), alphas: Sequence[float] = (0.1, 1.0, 10.0, 100.0)) -> None:
+    def __init__(self, *, scores: Sequence[str] = ("logme", "ncm"), alphas: Sequence[float] = (0.1, 1.0, 10.0, 100.0),
+                 stage1_weight: float = 0.5) -> None:
+        if not (isinstance(stage1_weight, (int, float)) and 0.0 <= stage1_weight < float("inf")):
+            raise TansError(f"stage1_weight must be a number >= 0, got {stage1_weight!r}.")
         self.scores = tuple(scores)
         self.alphas = tuple(alphas)
+        self.stage1_weight = float(stage1_weight)
+
+    @property
+    def _blend(self) -> np.ndarray:
+        """Relative weights of the order's z-score columns (stage 1's first, then each probe's)."""
+        return np.array([self.stage1_weight] + [1.0] * len(self.scores))
 
     @property
     def _order_columns(self) -> np.ndarray:
@@ -158,13 +173,14 @@ class ProbeCombiner:
         self.scale_ = np.where(means.std(axis=0) > 1e-12, means.std(axis=0), 1.0)
         parts = {
             "level": ((means - self.mean_) / self.scale_, y_means, np.arange(len(unique))),
-            "order": (X[~null][:, order], (y - y_means[index])[~null], index[~null]),
+            "order": ((X[~null][:, order] @ self._blend)[:, None], (y - y_means[index])[~null], index[~null]),
         }
         self.coef_, self.intercept_, self.alpha_, self.cv_mae_ = {}, {}, {}, {}
         for part, (Zp, yp, gp) in parts.items():
             self.alpha_[part], self.cv_mae_[part] = self._cv(part, Zp, yp, gp)
             model = self._ridge(self.alpha_[part], part).fit(Zp, yp)
             self.coef_[part], self.intercept_[part] = model.coef_.astype(np.float64), float(model.intercept_)
+        self.coef_["order"] = self.coef_["order"][0] * self._blend  # one weight per z-score column
         self.rows_ = len(y)
         return self
 
@@ -188,6 +204,7 @@ class ProbeCombiner:
         return {
             "scores": list(self.scores),
             "alphas": list(self.alphas),
+            "stage1_weight": self.stage1_weight,
             "features": {"level": names[~order].tolist(), "order": names[order].tolist()},
             "mean": self.mean_.tolist(),
             "scale": self.scale_.tolist(),
@@ -201,7 +218,7 @@ class ProbeCombiner:
     @classmethod
     def from_dict(cls, values: dict) -> ProbeCombiner:
         """The combiner :meth:`to_dict` wrote."""
-        out = cls(scores=values["scores"], alphas=values["alphas"])
+        out = cls(scores=values["scores"], alphas=values["alphas"], stage1_weight=values["stage1_weight"])
         order = out._order_columns
         width = {"level": int((~order).sum()), "order": int(order.sum())}
         coef = {k: np.asarray(v) for k, v in values["coef"].items()}

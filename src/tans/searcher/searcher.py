@@ -176,6 +176,9 @@ class Searcher:
         class, its per-model overhead dominates, and NCM and LogME are less noisy on more).
     probe_scores : tuple of str
         Training-free scores stage 2 computes (:func:`tans.searcher.probe.list_probe_scores`).
+    probe_stage1_weight : float
+        Weight of stage 1's z-score in stage 2's order, relative to each probe score's (see
+        :class:`~tans.searcher.combiner.ProbeCombiner`; 0.5 chosen by leave-one-family-out).
     val_fraction : float
         Fraction of the record targets held out, whole families at a time, to choose the
         checkpoint and to fit stage 2's combiner (targets stage 1 did not train on).
@@ -210,6 +213,7 @@ class Searcher:
         probe_k: int = 8,
         probe_per_class: int = 20,
         probe_scores: tuple[str, ...] = ("logme", "ncm"),
+        probe_stage1_weight: float = 0.5,
         val_fraction: float = 0.25,
         extractor_epochs: int = 3,
         seed: int = 0,
@@ -235,6 +239,7 @@ class Searcher:
         self.probe_k = probe_k
         self.probe_per_class = probe_per_class
         self.probe_scores = tuple(probe_scores)
+        self.probe_stage1_weight = probe_stage1_weight
         self.val_fraction = val_fraction
         self.extractor_epochs = extractor_epochs
         self.seed = seed
@@ -432,7 +437,7 @@ class Searcher:
                 progress("combiner", i + 1, len(rows), None)
         if len(set(groups)) < 4:  # two real shortlists and their null copies
             return None
-        return ProbeCombiner(scores=self.probe_scores).fit(np.concatenate(X), np.concatenate(y), np.array(groups),
+        return ProbeCombiner(scores=self.probe_scores, stage1_weight=self.probe_stage1_weight).fit(np.concatenate(X), np.concatenate(y), np.array(groups),
                                                            null=np.array(null))
 
     # ------------------------------------------------------------------ embeddings
