@@ -76,11 +76,12 @@ def full(zoo: Zoo, config: TransferConfig, workers: int) -> dict:
     """Record every (model, target) of the config not recorded yet."""
     loads = []
 
-    def progress(report, unit, failure):
+    def progress(event):
+        if event.stage != "transfer":
+            return
         loads.append(os.getloadavg()[0])
-        done = len(report.added) + len(report.failed)
-        if done % 100 == 0:
-            print(f"{done} fine-tunes in {report.seconds:.0f} s", flush=True)
+        if event.done % 100 == 0:
+            print(f"{event.done} fine-tunes in {event.extra['report'].seconds:.0f} s", flush=True)
 
     report = run_transfers(zoo, config, workers=workers, progress=progress)
     return {**report.to_dict(), **zoo_after(zoo),

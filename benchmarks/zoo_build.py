@@ -69,7 +69,9 @@ def full(config: BuildConfig, zoo_dir: Path, workers: int) -> dict:
     start = time.perf_counter()
     done = [0]
 
-    def progress(report, unit, failure):
+    def progress(event):
+        if event.stage != "build":
+            return
         done[0] += 1
         if done[0] % 10 == 0:
             loads.append(os.getloadavg()[0])

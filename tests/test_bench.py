@@ -205,8 +205,8 @@ def test_tiny_end_to_end_run_writes_the_report_and_resumes(zoo_dir, configs, tmp
     config = tiny_config(zoo_dir, configs)
     records_before = Zoo.open(zoo_dir).transfer_count()
     stages = []
-    def progress(stage, done, total, status):
-        stages.append((stage, status))
+    def progress(event):
+        stages.append((event.stage, event.message))
 
     run = run_bench(config, tmp_path / "out", progress=progress)
     out = tmp_path / "out"
@@ -429,7 +429,7 @@ def test_a_killed_benchmark_resumes_without_losing_or_duplicating_a_job(zoo_dir,
     jobs = [FinetuneJob(TEST_DATASET, i, 1, s) for i in ids for s in (0, 1)]
     progress = []
     records, failures = run_jobs(jobs, zoo_path=zoo_dir, cache=FinetuneCache(root, max_train_images=32, max_eval_images=24),
-                                 workers=1, progress=lambda done, total, job, failure: progress.append(job))
+                                 workers=1, progress=lambda event: progress.append(event.extra["job"]))
     assert not failures and set(records) == set(jobs)
     assert len(progress) == 6 - len(done_before)  # only the missing jobs ran again
     assert {job.filename for job in progress}.isdisjoint(done_before)

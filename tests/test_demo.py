@@ -46,8 +46,10 @@ def test_demo_builds_once_then_reuses(tiny_demo, capsys):
 
     # The second run reuses the zoo, the records and the searcher, and prints for people.
     assert main(["demo", "--out", str(out), "--workers", "1"]) == 0
-    text = capsys.readouterr().out
+    captured = capsys.readouterr()
+    text = captured.out
     assert "from scratch" in text and "gain" in text and "Next: tans search" in text
+    assert "> searching for digits-5-9" in captured.err  # each step, announced by its progress event
     second = json.loads((out / "demo.json").read_text())
     assert second["zoo_build"] is None and second["transfer_records"] is None and not second["searcher_fitted"]
     assert second["search"]["rows"][0]["id"] == first["search"]["rows"][0]["id"]
@@ -61,7 +63,12 @@ def test_demo_builds_once_then_reuses(tiny_demo, capsys):
     config_path = Path(first["searcher"]) / "searcher.json"
     config = json.loads(config_path.read_text())
     config_path.write_text(json.dumps({**config, "format_version": 1}))
-    assert main(["demo", "--out", str(out), "--workers", "1"]) == 0
-    captured = capsys.readouterr()
-    assert "cached searcher is not usable" in " ".join((captured.out + captured.err).split())  # as wrapped by rich
-    assert json.loads((out / "demo.json").read_text())["searcher_fitted"]
+    events = []
+    assert demo.run_demo(out_dir=out, workers=1, progress=events.append).fitted
+    steps = [e.message for e in events if e.stage == "step"]
+    assert any("cached searcher is not usable" in s for s in steps)
+    assert [e.done for e in events if e.stage == "step"] == list(range(1, 8))  # zoo, records, load, refit, fit, search, compare
+    stages = {e.stage for e in events}
+    assert {"zoo/plan", "records/plan", "searcher/meta-train", "compare/fine-tuned/epoch",
+            "compare/from scratch/epoch"} <= stages and "zoo/build" not in stages  # nothing left to build
+    assert [(e.done, e.total) for e in events if e.stage == "zoo/plan"] == [(4, 0)]  # 4 built before, 0 to build

@@ -73,7 +73,8 @@ def run(capsys, *args):
 def test_finetune_one_epoch_gives_a_full_result_and_a_new_head(zoo, entry, dataset):
     seen = []
     result = finetune(dataset, zoo=zoo, model_id=entry.id, recipe=TINY_FT, progress=seen.append)
-    assert [s.epoch for s in seen] == [0] and result.epochs == tuple(seen)
+    assert [(e.stage, e.done, e.total) for e in seen] == [("epoch", 1, 1)]
+    assert result.epochs == tuple(e.extra["stats"] for e in seen)
     assert (result.model_id, result.arch, result.source_task) == (entry.id, entry.arch, "digits-0-4")
     assert not result.from_scratch and result.label == "fine-tuned"
     assert result.class_names == dataset.class_names and result.dataset == "digits-5-7"

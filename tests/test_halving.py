@@ -68,6 +68,6 @@ def test_search_with_a_finetune_budget_picks_by_validation_accuracy(fitted_searc
 def test_search_reports_progress_of_stage_2_and_stage_3(fitted_searcher, records_zoo):
     calls = []
     found = fitted_searcher.search("mnist-0-4", zoo=records_zoo, probe_k=3, finetune_budget=600,
-                                   progress=lambda stage, done, total, _: calls.append((stage, done, total)))
+                                   progress=lambda event: calls.append((event.stage, event.done, event.total)))
     assert [c for c in calls if c[0] == "probe"] == [("probe", 1, 3), ("probe", 2, 3), ("probe", 3, 3)]
-    assert [c for c in calls if c[0] == "finetune"] == [("finetune", i, 0) for i in range(1, found.finetunes + 1)]
+    assert [c for c in calls if c[0] == "finetune"] == [("finetune", i, None) for i in range(1, found.finetunes + 1)]

@@ -50,9 +50,9 @@ def test_predict_files_matches_the_model_and_skips_bad_files(model_dir, images):
     model = load_finetuned(model_dir)
     seen = []
     with pytest.warns(TansWarning, match="Skipped 1 unreadable file .* 1 zero-byte"):
-        found = predict_files(model, [root, loose], batch_size=2, progress=lambda done, total: seen.append((done, total)))
+        found = predict_files(model, [root, loose], batch_size=2, progress=lambda event: seen.append((event.stage, event.done, event.total)))
     assert [p.path for p in found] == [str(root / "a.png"), str(root / "b.png"), str(root / "sub" / "c.png"), str(loose)]
-    assert seen == [(2, 5), (4, 5), (5, 5)]
+    assert seen == [("predict", 2, 5), ("predict", 4, 5), ("predict", 5, 5)]
     for p in found:
         logits = model.logits(read_image(p.path)[None])[0]
         probs = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()

@@ -75,7 +75,8 @@ def test_training_beats_chance_and_reports_everything():
     model = create_model("mbv3_min", num_classes=4)
     seen = []
     result = train(model, data, FAST, device="cpu", progress=seen.append)
-    assert [e.epoch for e in seen] == [0, 1] and result.epochs == tuple(seen)
+    assert [(e.stage, e.done, e.total) for e in seen] == [("epoch", 1, 2), ("epoch", 2, 2)]
+    assert result.epochs == tuple(e.extra["stats"] for e in seen)
     assert result.chance == pytest.approx(0.25)
     assert result.train_images == 96 and result.val_images == 24 and result.test_images == 24
     assert result.test_acc >= 0.6 and result.above_chance >= 2.4

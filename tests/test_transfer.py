@@ -155,11 +155,14 @@ def test_a_run_resumes_without_duplicates(two_models):
     config = TransferConfig(targets=("mnist-0-4", "glyphs-greek-lower-p1"), **TINY)
     plans = []
     first = run_transfers(two_models, config, workers=1, max_units=3,
-                          on_plan=lambda todo, done: plans.append((todo, done)))
+                          progress=lambda event: plans.append((event.stage, event.total, event.done)))
     assert first.planned == 4 and len(first.added) == 3 and first.skipped == 0 and not first.failed
-    second = run_transfers(two_models, config, workers=1, on_plan=lambda todo, done: plans.append((todo, done)))
+    second = run_transfers(two_models, config, workers=1,
+                           progress=lambda event: plans.append((event.stage, event.total, event.done)))
     assert second.planned == 4 and second.skipped == 3 and len(second.added) == 1 and not second.failed
-    assert plans == [(3, 0), (1, 3)]
+    # the plan (units to run, units already recorded), then each fine-tune counting up to it
+    assert plans == [("plan", 3, 0), ("transfer", 3, 1), ("transfer", 3, 2), ("transfer", 3, 3), ("plan", 1, 3),
+                     ("transfer", 1, 1)]
     assert not set(first.added) & set(second.added)
     records = two_models.transfers()
     assert len(records) == 4 and len({r.id for r in records}) == 4
@@ -185,8 +188,11 @@ def test_a_failed_unit_is_reported_and_the_run_goes_on(two_models, monkeypatch):
     monkeypatch.setattr(finetune_module, "finetune", flaky)
     config = TransferConfig(targets=("mnist-0-4", "glyphs-greek-lower-p1"), **TINY)
     seen = []
-    report = run_transfers(two_models, config, workers=1, progress=lambda rep, unit, failure: seen.append(failure))
+    report = run_transfers(two_models, config, workers=1, progress=lambda event: seen.append(event))
+    seen = [e for e in seen if e.stage == "transfer"]
     assert len(report.failed) == 2 and len(report.added) == 2 and len(seen) == 4
+    assert sorted(e.message for e in seen if e.extra["failure"]) == ["mnist-0-4"] * 2
+    assert [e.done for e in seen] == [1, 2, 3, 4] and seen[-1].extra["report"] is report
     for reason in report.failed.values():
         assert reason.startswith("mnist-0-4 / ") and reason.endswith(": RuntimeError: out of memory")  # first line
     assert {r.target for r in two_models.transfers()} == {"glyphs-greek-lower-p1"}

@@ -28,11 +28,12 @@ TINY_TRANSFER = {"max_train_images": 16, "max_eval_images": 8}
 
 @pytest.fixture
 def folder_task(image_folder):
-    """A tiny dataset folder, and an ``on_plan`` callback that deletes it (the plan has loaded it by then)."""
+    """A tiny dataset folder, and a ``progress`` callback that deletes it at the plan (which has loaded it by then)."""
     root = image_folder({"a": 8, "b": 8, "c": 8})
 
-    def delete(todo: int, skipped: int) -> None:
-        shutil.rmtree(root)
+    def delete(event) -> None:
+        if event.stage == "plan":
+            shutil.rmtree(root)
 
     return root, delete
 
@@ -86,10 +87,10 @@ def test_a_job_gets_its_items_shared_input_not_a_name():
 def test_build_units_train_on_the_planned_data_in_a_pool_and_in_process(folder_task, tmp_path, image_folder):
     root, delete = folder_task
     config = tiny_build(str(root))
-    pool = build_zoo(tmp_path / "pool", config, workers=2, on_plan=delete)  # spawned after the folder is gone
+    pool = build_zoo(tmp_path / "pool", config, workers=2, progress=delete)  # spawned after the folder is gone
     assert pool.executor == "process pool" and not pool.failed and len(pool.built) == 2
     image_folder({"a": 8, "b": 8, "c": 8}, root=root)  # the same images again
-    local = build_zoo(tmp_path / "local", config, workers=1, on_plan=delete)
+    local = build_zoo(tmp_path / "local", config, workers=1, progress=delete)
     assert not local.failed and checksums(tmp_path / "pool") == checksums(tmp_path / "local")
 
 
@@ -107,7 +108,7 @@ def test_transfer_units_fine_tune_on_the_planned_data(source_zoo, folder_task, t
     root, delete = folder_task
     zoo = transfer_copy(source_zoo, tmp_path, "zoo")
     report = run_transfers(zoo, TransferConfig(targets=(str(root),), seeds=(0, 1), **TINY_TRANSFER), workers=1,
-                           on_plan=delete)
+                           progress=delete)
     assert not report.failed and len(report.added) == 2 and zoo.transfer_count() == 2
 
 
@@ -198,7 +199,7 @@ def test_ray_build_and_transfer_never_load_data_on_a_worker(ray_instance, source
                                                             image_folder):
     root, delete = folder_task
     config = tiny_build(str(root))
-    on_ray = build_zoo(tmp_path / "ray", config, ray_address="local", on_plan=delete)
+    on_ray = build_zoo(tmp_path / "ray", config, ray_address="local", progress=delete)
     assert on_ray.executor.startswith("ray") and not on_ray.failed and len(on_ray.built) == 2
     image_folder({"a": 8, "b": 8, "c": 8}, root=root)
     build_zoo(tmp_path / "local", config, workers=1)
@@ -208,6 +209,6 @@ def test_ray_build_and_transfer_never_load_data_on_a_worker(ray_instance, source
     local = transfer_copy(source_zoo, tmp_path, "local-records")
     assert not run_transfers(local, transfer, workers=1).failed
     remote = transfer_copy(source_zoo, tmp_path, "ray-records")
-    report = run_transfers(remote, transfer, ray_address="local", on_plan=delete)
+    report = run_transfers(remote, transfer, ray_address="local", progress=delete)
     assert report.executor.startswith("ray") and not report.failed and len(report.added) == 2
     assert accuracies(remote) == accuracies(local)

@@ -29,11 +29,13 @@ _LAZY = {
     "WorkingFormat": "tans.data",
     "load_dataset": "tans.data",
     "to_working": "tans.data",
+    "Progress": "tans.progress",
+    "ProgressEvent": "tans.progress",
 }
 
-__all__ = ["ConfigError", "Constraints", "Dataset", "DatasetError", "SearchError", "Searcher", "TansError", "TansWarning",
-           "WorkingFormat", "Zoo", "ZooError", "__version__", "finetune", "load_dataset", "load_model", "search",
-           "to_working"]
+__all__ = ["ConfigError", "Constraints", "Dataset", "DatasetError", "Progress", "ProgressEvent", "SearchError", "Searcher",
+           "TansError", "TansWarning", "WorkingFormat", "Zoo", "ZooError", "__version__", "finetune", "load_dataset",
+           "load_model", "search", "to_working"]
 
 
 def __getattr__(name: str):

@@ -11,11 +11,11 @@ from __future__ import annotations
 import inspect
 import os
 import warnings
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tans._errors import TansError, TansWarning
+from tans.progress import Progress
 
 if TYPE_CHECKING:
     from torch import nn
@@ -65,7 +65,7 @@ def search(
     shortlist: int | None = None,
     probe_k: int | None = None,
     finetune_budget: float | None = None,
-    progress: Callable[[str, int, int, Any], None] | None = None,
+    progress: Progress | None = None,
 ) -> SearchResult:
     """The zoo models that should do best on ``dataset`` after fine-tuning, within a budget.
 
@@ -90,9 +90,9 @@ def search(
     finetune_budget : float or None
         Seconds for stage 3: short fine-tunes of the shortlist by successive halving, picked by
         validation accuracy (slower).
-    progress : callable or None
-        ``progress(stage, done, total, None)`` as stage 2 probes and stage 3 fine-tunes (see
-        :meth:`tans.Searcher.search`).
+    progress : Progress or None
+        Receives events (:class:`~tans.progress.ProgressEvent`) of stage ``"probe"`` as stage 2
+        probes and ``"finetune"`` as stage 3 fine-tunes (see :meth:`tans.Searcher.search`).
 
     Returns
     -------

@@ -9,9 +9,10 @@ transfer, not a look-up.
 
 from __future__ import annotations
 
+import itertools
+import logging
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from tans._json import dumps
 from tans.errors import TansError
 from tans.finetune import Comparison, finetune_and_scratch, finetune_recipe
 from tans.paths import default_searcher_path, default_zoo_dir
+from tans.progress import Progress, emit, prefixed
 from tans.searcher import Searcher, SearchResult
 from tans.searcher.artifact import is_artifact
 from tans.training.recipe import Recipe
@@ -29,6 +31,8 @@ from tans.zoo.build import BuildConfig, BuildReport, build_zoo
 from tans.zoo.transfer import TransferConfig, TransferReport, run_transfers
 
 __all__ = ["DEMO_ZOO", "DEMO_TRANSFER", "DEMO_TARGET", "DEMO_MAX_PARAMS", "DemoResult", "run_demo"]
+
+log = logging.getLogger("tans.demo")
 
 # A small zoo over 6 families (12 tasks x 6 of 12 architectures = 72 networks): minutes on 2 cores.
 DEMO_ZOO = BuildConfig(
@@ -103,13 +107,7 @@ def run_demo(
     searcher_path: str | os.PathLike[str] | None = None,
     out_dir: str | os.PathLike[str] = "tans-demo",
     workers: int | None = None,
-    on_stage: Callable[[str], None] | None = None,
-    build_progress: Callable | None = None,
-    build_plan: Callable[[int, int], None] | None = None,
-    transfer_progress: Callable | None = None,
-    transfer_plan: Callable[[int, int], None] | None = None,
-    fit_progress: Callable | None = None,
-    finetune_progress: Callable | None = None,
+    progress: Progress | None = None,
 ) -> DemoResult:
     """Build (or reuse) the demo zoo and searcher, search for the held-out target, compare.
 
@@ -121,18 +119,24 @@ def run_demo(
         Where the fine-tuned and from-scratch models, the plot and ``demo.json`` go.
     workers : int or None
         Processes for the zoo build (default: every core).
-    on_stage : callable or None
-        Called with a short description as each stage starts.
-    build_progress, build_plan, transfer_progress, transfer_plan, fit_progress, finetune_progress : callable or None
-        Passed to :func:`build_zoo` and :func:`run_transfers` (``progress``, ``on_plan``),
-        :meth:`Searcher.fit` and :func:`finetune_and_scratch`.
+    progress : Progress or None
+        Receives events (:class:`~tans.progress.ProgressEvent`): stage ``"step"`` as each step
+        starts (``message`` describes it; also logged to the ``tans.demo`` logger), then the
+        events of the step's function with its name before their stage: ``"zoo/..."`` of
+        :func:`build_zoo`, ``"records/..."`` of :func:`run_transfers`, ``"searcher/..."`` of
+        :meth:`Searcher.fit` (when it fits one) and ``"compare/..."`` of :func:`finetune_and_scratch`.
 
     Returns
     -------
     DemoResult
     """
     start = time.perf_counter()
-    stage = on_stage or (lambda _: None)
+    steps = itertools.count(1)
+
+    def stage(text: str) -> None:
+        log.info(text)
+        emit(progress, "step", next(steps), None, text)
+
     zoo_dir = Path(zoo_dir) if zoo_dir else default_zoo_dir()
     searcher_path = Path(searcher_path) if searcher_path else default_searcher_path()
     out_dir = Path(out_dir)
@@ -140,12 +144,12 @@ def run_demo(
     zoo = Zoo.create(zoo_dir)
     build = None
     stage(f"zoo: {zoo_dir}")
-    report = build_zoo(zoo, DEMO_ZOO, workers=workers, progress=build_progress, on_plan=build_plan)
+    report = build_zoo(zoo, DEMO_ZOO, workers=workers, progress=prefixed(progress, "zoo"))
     if report.built or report.failed:
         build = report
 
     stage(f"transfer records: {DEMO_TRANSFER.models} networks fine-tuned on {len(DEMO_TRANSFER.targets)} other tasks")
-    records = run_transfers(zoo, DEMO_TRANSFER, workers=workers, progress=transfer_progress, on_plan=transfer_plan)
+    records = run_transfers(zoo, DEMO_TRANSFER, workers=workers, progress=prefixed(progress, "records"))
     transfers = records if records.added or records.failed else None
 
     fitted = build is not None or transfers is not None or not is_artifact(searcher_path)
@@ -158,7 +162,7 @@ def run_demo(
             fitted = True
     if fitted:
         stage(f"meta-training the searcher on {zoo.transfer_count()} transfer records")
-        searcher = Searcher(**DEMO_SEARCHER).fit(zoo, progress=fit_progress)
+        searcher = Searcher(**DEMO_SEARCHER).fit(zoo, progress=prefixed(progress, "searcher"))
         searcher.save(searcher_path)
 
     stage(f"searching for {DEMO_TARGET} (at most {DEMO_MAX_PARAMS:,} parameters)")
@@ -168,7 +172,7 @@ def run_demo(
     recipe = replace(finetune_recipe(DEMO_EPOCHS), max_train_images=DEMO_TRAIN_IMAGES)
     comparison = finetune_and_scratch(
         DEMO_TARGET, zoo=zoo, model_id=found.rows[0].id, epochs=DEMO_EPOCHS, recipe=recipe, out_dir=out_dir,
-        progress=finetune_progress,
+        progress=prefixed(progress, "compare"),
     )
     result = DemoResult(zoo=str(zoo_dir), searcher=str(searcher_path), build=build, transfers=transfers, fitted=fitted,
                         search=found,

@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from tans._atomic import write_bytes
 from tans._errors import TansError
 from tans._json import dumps
 from tans._parallel import map_unordered
+from tans.progress import Progress, emit
 from tans.zoo.transfer import transfer_recipe
 
 __all__ = ["FinetuneJob", "FinetuneCache", "run_jobs"]
@@ -125,7 +126,7 @@ def run_jobs(
     zoo_path: str | os.PathLike[str],
     cache: FinetuneCache,
     workers: int | None = None,
-    progress: Callable[[int, int, FinetuneJob, str | None], None] | None = None,
+    progress: Progress | None = None,
 ) -> tuple[dict[FinetuneJob, dict], dict[FinetuneJob, str]]:
     """Run every job not yet in the cache; return all results and the failures.
 
@@ -139,8 +140,10 @@ def run_jobs(
         Where results are read from and written to.
     workers : int or None
         Processes (default: every core); 1 runs in this process with one torch thread.
-    progress : callable or None
-        ``progress(done, total, job, failure)`` after each job that had to run.
+    progress : Progress or None
+        Receives a :class:`~tans.progress.ProgressEvent` of stage ``"finetune"`` after each job
+        that had to run (``done`` of ``total``, ``message`` the dataset and the model id's first
+        10 characters; ``extra`` holds the ``job`` and its ``failure`` reason or None).
 
     Returns
     -------
@@ -157,8 +160,7 @@ def run_jobs(
             records[job] = record
         else:
             failures[job] = failure or "failed"
-        if progress is not None:
-            progress(done, len(todo), job, failure)
+        emit(progress, "finetune", done, len(todo), f"{job.dataset} {job.model_id[:10]}", job=job, failure=failure)
     return records, failures
 
 

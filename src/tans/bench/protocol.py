@@ -27,7 +27,6 @@ import math
 import os
 import time
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,11 +47,9 @@ from tans.bench.metrics import (
     speed_ratio,
     weighted_tau,
 )
+from tans.progress import Progress, ProgressEvent, emit
 
 __all__ = ["BenchRun", "run_bench"]
-
-#: progress(stage, done, total, status); total is None while unknown.
-Progress = Callable[[str, int, "int | None", str], None]
 
 BASELINES = ("random", "largest", "params", "static-prior", "logme", "scratch")  # non-searcher, non-oracle
 
@@ -67,26 +64,25 @@ class BenchRun:
     files: dict[str, str] = field(default_factory=dict)  # written by tans.bench.report
 
 
-def _noop(stage: str, done: int, total: int | None, status: str) -> None:
-    return None
+def _as_stage(progress: Progress | None, stage: str) -> Progress | None:
+    """``progress`` receiving a zoo build's or transfer run's events as ``stage``; its plan starts the count at 0."""
+    if progress is None:
+        return None
+
+    def forward(event: ProgressEvent) -> None:
+        done = 0 if event.stage == "plan" else event.done
+        progress(ProgressEvent(stage, done, event.total, event.message, event.extra))
+
+    return forward
 
 
 # ------------------------------------------------------------------------------ steps 1 and 2
-def _build_zoo(config: BenchConfig, out_dir: Path, progress: Progress):
+def _build_zoo(config: BenchConfig, out_dir: Path, progress: Progress | None):
     from tans.zoo import Zoo
     from tans.zoo.build import build_zoo
 
     path = config.zoo_path(out_dir)
-    state = {"total": None}
-
-    def on_plan(todo: int, skipped: int) -> None:
-        state["total"] = todo
-        progress("zoo", 0, todo, f"{skipped} already built")
-
-    def on_unit(report, unit, failure) -> None:
-        progress("zoo", len(report.built) + len(report.failed), state["total"], unit.task)
-
-    report = build_zoo(path, config.zoo, workers=config.workers, on_plan=on_plan, progress=on_unit)
+    report = build_zoo(path, config.zoo, workers=config.workers, progress=_as_stage(progress, "zoo"))
     zoo = Zoo.open(path)
     if len(zoo) == 0:
         raise TansError(f"The bench zoo at {path} is empty after the build ({len(report.failed)} units failed).")
@@ -109,34 +105,25 @@ def _check_held_out(config: BenchConfig, zoo) -> dict[str, Any]:
     return datasets
 
 
-def _fill_records(config: BenchConfig, zoo, datasets: dict, progress: Progress):
+def _fill_records(config: BenchConfig, zoo, datasets: dict, progress: Progress | None):
     from dataclasses import replace
 
     from tans.zoo.transfer import run_transfers
 
     held_out = tuple(datasets) + tuple(sorted({d.family for d in datasets.values()}))
     transfer = replace(config.transfer, exclude=tuple(dict.fromkeys(config.transfer.exclude + held_out)))
-    state = {"total": None}
-
-    def on_plan(todo: int, skipped: int) -> None:
-        state["total"] = todo
-        progress("records", 0, todo, f"{skipped} already recorded")
-
-    def on_unit(report, unit, failure) -> None:
-        progress("records", len(report.added) + len(report.failed), state["total"], unit.target)
-
-    return run_transfers(zoo, transfer, workers=config.workers, progress=on_unit, on_plan=on_plan)
+    return run_transfers(zoo, transfer, workers=config.workers, progress=_as_stage(progress, "records"))
 
 
 def _fit_searchers(config: BenchConfig, zoo, out_dir: Path, variants: list[str], test_families: list[str],
-                   progress: Progress):
+                   progress: Progress | None):
     from tans.searcher import Searcher
 
     searchers, seconds = {}, {}
     for i, variant in enumerate(variants):
         params = {**config.searcher, **SEARCHER_VARIANTS[variant]}
         path = out_dir / "searchers" / variant
-        progress("searchers", i, len(variants), variant)
+        emit(progress, "searchers", i, len(variants), variant)
         tic = time.perf_counter()
         searcher = None
         if (path / "config.json").exists() or path.is_dir():
@@ -158,7 +145,7 @@ def _fit_searchers(config: BenchConfig, zoo, out_dir: Path, variants: list[str],
         else:
             seconds[variant] = float(searcher.result_.seconds)
         searchers[variant] = searcher
-    progress("searchers", len(variants), len(variants), "done")
+    emit(progress, "searchers", len(variants), len(variants), "done")
     return searchers, seconds
 
 
@@ -470,9 +457,11 @@ def run_bench(
     out_dir : path
         Output directory: the zoo (unless ``config.zoo_dir``), searchers, fine-tune cache and
         report. Running again resumes and reuses everything stored there.
-    progress : callable, optional
-        ``progress(stage, done, total, status)``; stages ``zoo``, ``records``, ``searchers``,
-        ``rank``, ``finetune``, ``report``.
+    progress : Progress, optional
+        Receives events (:class:`~tans.progress.ProgressEvent`) of stages ``"zoo"`` (units built,
+        the plan first with ``done`` 0), ``"records"`` (transfer fine-tunes, likewise),
+        ``"searchers"``, ``"rank"`` (test datasets), ``"finetune"`` (jobs) and ``"report"``; the
+        ``message`` says what is being done, ``total`` is None while unknown.
 
     Returns
     -------
@@ -486,7 +475,6 @@ def run_bench(
     """
     from tans.bench.report import write_report
 
-    progress = progress or _noop
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
@@ -514,7 +502,7 @@ def run_bench(
         searcher.search(first, zoo=zoo, top_k=1)  # warm-up: builds the zoo's index once, as in real use
     contexts, rankings, pools, logme_zoo = {}, {}, {}, []
     for d, (name, dataset) in enumerate(datasets.items()):
-        progress("rank", d, len(datasets), name)
+        emit(progress, "rank", d, len(datasets), name)
         ctx = MethodContext(dataset=dataset, zoo=zoo, searchers=searchers, seed=config.seed,
                             random_draws=config.random_draws, logme_per_class=config.logme_per_class,
                             finetune_budget=config.finetune_budget)
@@ -523,7 +511,7 @@ def run_bench(
             logme_zoo.append(ctx.probe_seconds("logme", np.arange(len(ctx.entries))))
         pools[name] = _pool(config, ctx, rankings[name], limits)
         contexts[name] = ctx
-    progress("rank", len(datasets), len(datasets), "done")
+    emit(progress, "rank", len(datasets), len(datasets), "done")
     timings["rank"] = time.perf_counter() - tic
 
     # The from-scratch comparison trains the searcher's top-1 architecture (or the first method's).
@@ -541,7 +529,7 @@ def run_bench(
     tic = time.perf_counter()
     records, failures = run_jobs(
         jobs, zoo_path=zoo.path, cache=cache, workers=config.workers,
-        progress=lambda done, total, job, failure: progress("finetune", done, total, f"{job.dataset} {job.model_id[:10]}"),
+        progress=progress,
     )
     timings["finetune"] = time.perf_counter() - tic
 
@@ -576,12 +564,12 @@ def run_bench(
     }
     results["goals"] = _goals(config, summary, cells)
     tic = time.perf_counter()
-    progress("report", 0, 1, "embeddings")
+    emit(progress, "report", 0, 1, "embeddings")
     embeddings = _embeddings(searchers["main"], zoo, datasets)
     timings["embeddings"] = time.perf_counter() - tic
     timings["total"] = time.perf_counter() - start
     results["timings"] = {k: round(v, 2) for k, v in timings.items()}
     run = BenchRun(results=results, embeddings=embeddings, out_dir=out_dir)
     run.files = write_report(run, out_dir)
-    progress("report", 1, 1, "done")
+    emit(progress, "report", 1, 1, "done")
     return run

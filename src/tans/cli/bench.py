@@ -9,7 +9,7 @@ import typer
 
 from tans._errors import TansError
 from tans.cli._output import console, print_json, print_table
-from tans.cli._progress import progress_bar
+from tans.cli._progress import bar_view, event_bars
 
 _STAGES = {"zoo": "zoo build", "searchers": "meta-train", "rank": "rank", "finetune": "fine-tune", "report": "report"}
 
@@ -34,14 +34,7 @@ def bench_cmd(
         cfg = BenchConfig.from_file(path)
     out = out or Path("tans-bench-quick" if quick else "tans-bench")
 
-    with progress_bar() as bar:
-        tasks: dict[str, int] = {}
-
-        def progress(stage: str, done: int, total: int | None, status: str) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(_STAGES.get(stage, stage), total=total, status="")
-            bar.update(tasks[stage], completed=done, total=total, status=status)
-
+    with event_bars(lambda event: {**bar_view(event), "name": _STAGES.get(event.stage, event.stage)}) as progress:
         run = run_bench(cfg, out, progress=progress)
     results = run.results
     if as_json:

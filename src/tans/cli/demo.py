@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from tans.cli._output import console, print_json, print_table
-from tans.cli._progress import progress_bar
+from tans.cli._progress import bar_view, event_bars
 from tans.cli.search import COLUMNS as SEARCH_COLUMNS
 
 
@@ -18,45 +18,34 @@ def demo(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Build a small zoo and searcher (once), find a network for a held-out dataset, fine-tune it vs scratch."""
-    from tans.demo import DEMO_EPOCHS, DEMO_MAX_PARAMS, DEMO_TARGET, run_demo
+    from tans.demo import DEMO_MAX_PARAMS, DEMO_TARGET, run_demo
 
-    with progress_bar() as bar:
-        jobs: dict[str, int] = {}
+    bars_of = {"zoo": "zoo build", "records": "transfer records"}
 
-        def stage(text: str) -> None:
-            if not as_json:
-                bar.console.print(f"[bold]>[/] {text}")
+    def view(event) -> dict | None:  # "<step>/<stage>": the events of the step's function
+        step, _, stage = event.stage.partition("/")
+        shown = bar_view(event)
+        if step in bars_of:
+            if stage == "plan" and not event.total:
+                return None  # no bar for nothing to do
+            return {**shown, "name": bars_of[step], "status": "" if stage == "plan" else event.message}
+        if step == "searcher":
+            log = event.extra.get("log")
+            return {**shown, "name": f"searcher {stage}",
+                    "status": f"val tau {log.tau:.2f}" if log is not None and log.tau == log.tau else ""}
+        if step == "compare":  # stage: "<run>/epoch", the run fine-tuned or from scratch
+            return {**shown, "name": stage.partition("/")[0], "status": f"val {event.extra['stats'].val_acc:.1%}"}
+        return None
 
-        def job(name: str, total: int | None) -> int:
-            if name not in jobs:
-                jobs[name] = bar.add_task(name, total=total, status="")
-            return jobs[name]
+    with event_bars(view) as bars:
 
-        def on_plan(todo: int, skipped: int) -> None:
-            if todo:
-                job("zoo build", todo)
+        def progress(event) -> None:
+            if event.stage != "step":
+                bars(event)
+            elif not as_json:
+                bars.bar.console.print(f"[bold]>[/] {event.message}")
 
-        def on_unit(report, unit, failure) -> None:
-            bar.update(job("zoo build", None), advance=1, status=unit.task)
-
-        def on_transfer_plan(todo: int, skipped: int) -> None:
-            if todo:
-                job("transfer records", todo)
-
-        def on_transfer(report, unit, failure) -> None:
-            bar.update(job("transfer records", None), advance=1, status=unit.target)
-
-        def on_fit(stage_name: str, done: int, total: int, log) -> None:
-            tau = log.tau if log is not None else None
-            bar.update(job(f"searcher {stage_name}", total), completed=done, total=total,
-                       status=f"val tau {tau:.2f}" if tau is not None and tau == tau else "")
-
-        def on_epoch(run: str, stats) -> None:
-            bar.update(job(run, DEMO_EPOCHS), advance=1, status=f"val {stats.val_acc:.1%}")
-
-        result = run_demo(out_dir=out, workers=workers, on_stage=stage, build_progress=on_unit, build_plan=on_plan,
-                          transfer_progress=on_transfer, transfer_plan=on_transfer_plan, fit_progress=on_fit,
-                          finetune_progress=on_epoch)
+        result = run_demo(out_dir=out, workers=workers, progress=progress)
     if as_json:
         print_json(result.to_dict())
         return

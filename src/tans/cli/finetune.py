@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from tans.cli._output import console, print_json, print_table
-from tans.cli._progress import progress_bar
+from tans.cli._progress import event_bars
 
 
 def finetune_cmd(
@@ -41,24 +41,28 @@ def finetune_cmd(
     out_dir = out or default_out_dir(data.name, entry.id)
 
     runs = 2 if scratch else 1
-    with progress_bar() as bar:
-        job = bar.add_task("fine-tune", total=epochs * runs, status="")
 
-        def on_epoch(label: str, stats) -> None:
-            bar.update(job, advance=1, status=f"{label} epoch {stats.epoch + 1}: val {stats.val_acc:.1%}")
+    def view(event) -> dict:  # "epoch" of finetune, "<run>/epoch" of finetune_and_scratch: one bar over both runs
+        run = event.stage.rpartition("/")[0] or "fine-tuned"
+        stats = event.extra["stats"]
+        return {"name": "fine-tune", "completed": event.done + (epochs if run == "from scratch" else 0),
+                "status": f"{run} epoch {stats.epoch + 1}: val {stats.val_acc:.1%}"}
+
+    with event_bars(view) as bars:
+        bars.show("fine-tune", total=epochs * runs)
 
         if scratch:
             comparison = finetune_and_scratch(data, zoo=store, model_id=entry.id, recipe=recipe, out_dir=out_dir,
-                                              progress=on_epoch, seed=seed)
+                                              progress=bars, seed=seed)
             results = [comparison.pretrained, comparison.scratch]
         else:
             results = [finetune(data, zoo=store, model_id=entry.id, recipe=recipe, out_dir=out_dir,
-                                progress=lambda stats: on_epoch("fine-tuned", stats), seed=seed)]
+                                progress=bars, seed=seed)]
             comparison = None
         if onnx:
             from tans.finetune import export_onnx
 
-            bar.update(job, status="exporting ONNX")
+            bars.show("fine-tune", status="exporting ONNX")
             path = export_onnx(results[0].model, out_dir / "model.onnx", input_size=results[0].working_format.size)
             results[0].paths["onnx"] = str(path)  # the same dict the comparison reports
 

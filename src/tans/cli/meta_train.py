@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from tans.cli._output import console, print_json, print_table
-from tans.cli._progress import progress_bar
+from tans.cli._progress import bar_view, event_bars
 from tans.paths import default_searcher_path
 
 
@@ -37,18 +37,15 @@ def meta_train(
     options = {"epochs": epochs, "patience": patience, "val_fraction": val_fraction, "extractor": extractor,
                "set_encoder": set_encoder, "use_functional": functional}
     searcher = Searcher(seed=seed, **{k: v for k, v in options.items() if v is not None})  # defaults: Searcher's
-    with progress_bar() as bar:
-        jobs: dict[str, int] = {}
 
-        def progress(stage: str, done: int, total: int, log) -> None:
-            if stage not in jobs:
-                jobs[stage] = bar.add_task(stage, total=total, status="")
-            status = ""
-            if log is not None:
-                status = (f"loss={log.loss:.3f} tau={_fmt(log.tau)} regret={_fmt(log.regret, 2)} "
-                          f"mae={_fmt(log.mae)}" + (" *" if log.best else ""))
-            bar.update(jobs[stage], completed=done, status=status)
+    def status(event) -> str:  # a meta-training epoch's validation metrics
+        log = event.extra.get("log")
+        if log is None:
+            return ""
+        return (f"loss={log.loss:.3f} tau={_fmt(log.tau)} regret={_fmt(log.regret, 2)} "
+                f"mae={_fmt(log.mae)}" + (" *" if log.best else ""))
 
+    with event_bars(lambda event: {**bar_view(event), "status": status(event)}) as progress:
         searcher.fit(zoo_obj, exclude_families=exclude_family or (), progress=progress)
     path = searcher.save(out)
     result = searcher.result_

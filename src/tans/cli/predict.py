@@ -10,7 +10,7 @@ import typer
 
 from tans._errors import TansError
 from tans.cli._output import console, print_json, print_table
-from tans.cli._progress import progress_bar
+from tans.cli._progress import event_bars
 
 COLUMNS = ["path", "label", "probability"]
 
@@ -27,10 +27,9 @@ def predict_cmd(
 
     if as_json and csv_path is not None:
         raise TansError("Give --json or --csv FILE, not both.")
-    with progress_bar() as bar:
-        job = bar.add_task("predict", total=None, status="")
-        predictions = predict_files(model_dir, images, batch_size=batch_size,
-                                    progress=lambda done, total: bar.update(job, completed=done, total=total))
+    with event_bars() as bars:
+        bars.show("predict")
+        predictions = predict_files(model_dir, images, batch_size=batch_size, progress=bars)
     rows = [p.to_dict() for p in predictions]
     if as_json:
         print_json(rows)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from tans.cli._output import console, print_json, print_table, resize_note, screen_row
-from tans.cli._progress import progress_bar
+from tans.cli._progress import bar_view, event_bars
 
 COLUMNS = ["rank", "id", "arch", "task", "predicted_acc", "stage1_acc", "logme", "ncm", "finetune_val_acc", "params",
            "flops", "latency_ms"]  # --wide
@@ -43,15 +43,8 @@ def search(
     from tans.zoo import open_zoo
 
     store = open_zoo(zoo)
-    with progress_bar() as bar:
-        jobs: dict[str, int] = {}
-
-        def progress(stage: str, done: int, total: int, _) -> None:  # stage 2's probes, stage 3's fine-tunes
-            if stage not in jobs:
-                label = "probing the shortlist" if stage == "probe" else "short fine-tunes"
-                jobs[stage] = bar.add_task(label, total=total or None, status="")
-            bar.update(jobs[stage], completed=done)
-
+    labels = {"probe": "probing the shortlist", "finetune": "short fine-tunes"}  # stage 2's probes, stage 3's
+    with event_bars(lambda e: {**bar_view(e), "name": labels[e.stage], "status": ""} if e.stage in labels else None) as progress:
         result = run_search(dataset, zoo=store, searcher=searcher, max_params=max_params, max_flops=max_flops,
                             max_latency_ms=max_latency_ms, top_k=top_k, fast=fast, shortlist=shortlist,
                             probe_k=probe_k, finetune_budget=finetune_budget, progress=progress)

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from tans._errors import TansError, TansWarning
 from tans._parallel import RayResources
 from tans.cli._output import console, print_json, print_table, screen_row
-from tans.cli._progress import progress_bar
+from tans.cli._progress import EventBars, bar_view, event_bars
 from tans.paths import default_zoo_dir
 
 app = typer.Typer(help="Build and manage model zoos.", no_args_is_help=True)
@@ -76,8 +76,8 @@ def build_cmd(
     cfg = _with_ray_resources(cfg, ray, ray_cpus_per_unit, ray_gpus_per_unit)
     path = zoo or default_zoo_dir()
 
-    with _plan_progress("zoo build", "built", lambda unit: unit.task) as (on_plan, on_unit):
-        report = build_zoo(path, cfg, workers=workers, ray_address=ray, progress=on_unit, on_plan=on_plan)
+    with _plan_progress("zoo build") as progress:
+        report = build_zoo(path, cfg, workers=workers, ray_address=ray, progress=progress)
     summary = {"zoo": str(path), **report.to_dict()}
     if as_json:
         print_json(summary)
@@ -102,21 +102,20 @@ _HELD = "{} being built by another builder of this zoo (left to it); run again a
 
 
 @contextmanager
-def _plan_progress(what: str, done: str, name: Callable[[Any], str]) -> Iterator[tuple[Callable, Callable]]:
-    """A bar for a planned set of units: the ``on_plan`` and ``progress`` callbacks of build_zoo and run_transfers.
+def _plan_progress(what: str) -> Iterator[EventBars]:
+    """One bar for a planned set of units: the ``progress`` of build_zoo and run_transfers.
 
-    ``done`` says what a skipped unit already is ("built"); ``name(unit)`` labels the unit just finished.
+    Its plan says how many units were already done; each unit's event names it (its task or target).
     """
-    with progress_bar() as bar:
-        job = bar.add_task(what, total=None, status="planning")
 
-        def on_plan(todo: int, skipped: int) -> None:
-            bar.update(job, total=todo, status=f"{skipped} already {done}" if skipped else "")
+    def status(event) -> str:
+        if event.stage == "plan":
+            return event.message if event.done else ""
+        return f"{event.message} ({'failed' if event.extra.get('failure') else 'ok'})"
 
-        def on_unit(report, unit, failure) -> None:
-            bar.update(job, advance=1, status=f"{name(unit)} ({'failed' if failure else 'ok'})")
-
-        yield on_plan, on_unit
+    with event_bars(lambda event: {**bar_view(event), "name": what, "status": status(event)}) as bars:
+        bars.show(what, status="planning")
+        yield bars
 
 
 def _finish(report, *, as_json: bool) -> None:
@@ -160,8 +159,8 @@ def transfer_cmd(
     cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
     cfg = _with_ray_resources(cfg, ray, ray_cpus_per_unit, ray_gpus_per_unit)
     store = open_zoo(zoo)
-    with _plan_progress("transfer records", "recorded", lambda unit: unit.target) as (on_plan, on_unit):
-        report = run_transfers(store, cfg, workers=workers, ray_address=ray, progress=on_unit, on_plan=on_plan)
+    with _plan_progress("transfer records") as progress:
+        report = run_transfers(store, cfg, workers=workers, ray_address=ray, progress=progress)
     if as_json:
         print_json({"zoo": str(store.path), "records": store.transfer_count(), **report.to_dict()})
     else:

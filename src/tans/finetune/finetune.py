@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,7 +24,8 @@ from tans.data.transforms import WorkingFormat, to_working
 from tans.finetune.export import OUTPUT_NAMES, save_finetuned
 from tans.finetune.plots import plot_curves
 from tans.finetune.result import Comparison, FinetuneResult
-from tans.training.loop import EpochStats, default_device, train
+from tans.progress import Progress, prefixed
+from tans.training.loop import default_device, train
 from tans.training.recipe import Recipe
 from tans.zoo.store import Zoo, open_zoo
 
@@ -125,7 +125,7 @@ def finetune(
     epochs: int = DEFAULT_EPOCHS,
     recipe: Recipe | None = None,
     out_dir: str | os.PathLike[str] | None = None,
-    progress: Callable[[EpochStats], None] | None = None,
+    progress: Progress | None = None,
     from_scratch: bool = False,
     device: torch.device | str | None = None,
     working_format: WorkingFormat | None = None,
@@ -152,8 +152,9 @@ def finetune(
     out_dir : path or None
         Where to write ``model.safetensors``, ``model.json`` and ``curves.png``; ``None`` writes
         nothing.
-    progress : callable or None
-        Called with each finished epoch's :class:`~tans.training.loop.EpochStats`.
+    progress : Progress or None
+        Receives the events of :func:`~tans.training.loop.train`: stage ``"epoch"`` after each
+        epoch, its :class:`~tans.training.loop.EpochStats` in ``extra["stats"]``.
     from_scratch : bool
         Train the entry's architecture from random initialisation with the same recipe.
     device : torch.device, str or None
@@ -264,7 +265,7 @@ def finetune_and_scratch(
     epochs: int = DEFAULT_EPOCHS,
     recipe: Recipe | None = None,
     out_dir: str | os.PathLike[str] | None = None,
-    progress: Callable[[str, EpochStats], None] | None = None,
+    progress: Progress | None = None,
     device: torch.device | str | None = None,
     working_format: WorkingFormat | None = None,
     seed: int = 0,
@@ -280,8 +281,9 @@ def finetune_and_scratch(
         As in :func:`finetune`.
     out_dir : path or None
         Where to write both models and the joint plot.
-    progress : callable or None
-        Called with ``("fine-tuned" | "from scratch", EpochStats)`` after each epoch.
+    progress : Progress or None
+        Receives :func:`finetune`'s events with the run in the stage: ``"fine-tuned/epoch"``, then
+        ``"from scratch/epoch"``.
 
     Returns
     -------
@@ -300,7 +302,7 @@ def finetune_and_scratch(
             model_id=model_id,
             epochs=epochs,
             recipe=recipe,
-            progress=(lambda stats, label=label: progress(label, stats)) if progress is not None else None,
+            progress=prefixed(progress, label),
             from_scratch=scratch,
             device=device,
             working_format=working_format,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from tans.data.images import UnreadableImageError, read_image
 from tans.data.loaders.folder import _warn_skipped, files_under
 from tans.data.transforms import resize_images
 from tans.finetune.export import FinetunedModel, load_finetuned
+from tans.progress import Progress, emit
 
 __all__ = ["Prediction", "image_files", "predict_files"]
 
@@ -65,7 +66,7 @@ def predict_files(
     inputs: Sequence[str | os.PathLike[str]],
     *,
     batch_size: int = 64,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> list[Prediction]:
     """The most probable class of each readable image among ``inputs`` (files or folders).
 
@@ -77,8 +78,9 @@ def predict_files(
         Image files and folders of them (searched at any depth).
     batch_size : int
         Images classified at once.
-    progress : callable or None
-        Called with ``(files handled, files in all)`` after each batch.
+    progress : Progress or None
+        Receives a :class:`~tans.progress.ProgressEvent` of stage ``"predict"`` after each batch
+        (``done`` files handled of ``total``).
 
     Returns
     -------
@@ -124,8 +126,7 @@ def predict_files(
             for (path, _), row in zip(images, probs, strict=True):
                 best = int(row.argmax())
                 out.append(Prediction(str(path), model.meta.class_names[best], best, float(row[best])))
-        if progress is not None:
-            progress(start + len(chunk), len(files))
+        emit(progress, "predict", start + len(chunk), len(files))
     if skipped:
         _warn_skipped(Path(os.path.commonpath([f.parent for f in files])), skipped, first_bad)
     if not out:

@@ -18,7 +18,7 @@ Every extractor maps uint8 images ``(n, h, w, c)`` to L2-normalised ``(n, dim)``
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -29,6 +29,7 @@ from tans._errors import TansError
 from tans.data.dataset import Dataset
 from tans.data.sampling import balanced_indices
 from tans.data.transforms import resize_images
+from tans.progress import Progress, emit
 from tans.training.loop import to_input
 
 __all__ = [
@@ -197,7 +198,7 @@ def train_default_extractor(
     batch_size: int = 64,
     seed: int = 0,
     device: torch.device | str = "cpu",
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> DefaultExtractor:
     """Train the default extractor multi-task on the meta-training tasks, then freeze it.
 
@@ -222,8 +223,9 @@ def train_default_extractor(
         Seeds initialisation, samples and order.
     device : torch.device or str
         Where to train.
-    progress : callable, optional
-        ``progress(epoch_done, epochs)`` after each epoch.
+    progress : Progress, optional
+        Receives a :class:`~tans.progress.ProgressEvent` of stage ``"extractor"`` after each epoch
+        (``done`` epochs of ``epochs``).
 
     Returns
     -------
@@ -267,8 +269,7 @@ def train_default_extractor(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        if progress is not None:
-            progress(epoch + 1, epochs)
+        emit(progress, "extractor", epoch + 1, epochs)
     trunk.eval().requires_grad_(False)
     trunk.to("cpu")
     return extractor

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tans._errors import TansError
 from tans.data.dataset import Dataset
+from tans.progress import Progress, emit
 from tans.zoo.store import Zoo
 
 __all__ = ["HalvingTrial", "check_budget", "successive_halving"]
@@ -50,7 +51,7 @@ def successive_halving(
     seed: int = 0,
     max_train_images: int = 192,
     max_eval_images: int = 192,
-    progress: Callable[[HalvingTrial], None] | None = None,
+    progress: Progress | None = None,
 ) -> tuple[list[str], list[HalvingTrial]]:
     """Re-order ``ids`` (best first) by short fine-tunes on ``dataset`` within ``budget_seconds``.
 
@@ -68,8 +69,10 @@ def successive_halving(
         Fine-tuning seed.
     max_train_images, max_eval_images : int
         Caps of each fine-tune's training and evaluation draws.
-    progress : callable, optional
-        Called with each finished :class:`HalvingTrial`.
+    progress : Progress, optional
+        Receives a :class:`~tans.progress.ProgressEvent` of stage ``"finetune"`` after each
+        fine-tune (``done`` so far, ``total`` None: the budget decides; ``message`` the entry's id),
+        its :class:`HalvingTrial` in ``extra["trial"]``.
 
     Returns
     -------
@@ -106,8 +109,7 @@ def successive_halving(
             trial = HalvingTrial(entry_id, rung, epochs, float(result.val_acc), float(result.wall_seconds))
             trials.append(trial)
             reached[entry_id] = (rung, trial.val_acc if math.isfinite(trial.val_acc) else -1.0)
-            if progress:
-                progress(trial)
+            emit(progress, "finetune", len(trials), None, entry_id, trial=trial)
         if not finished or len(alive) <= 2:  # out of time, or this rung picked the one left
             break
         alive = sorted(alive, key=lambda i: -reached[i][1])[: math.ceil(len(alive) / 2)]  # the better half

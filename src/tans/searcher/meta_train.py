@@ -30,7 +30,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from tans._errors import TansError
 from tans.data.sampling import balanced_indices
+from tans.progress import Progress, emit
 from tans.searcher.encoders import SearcherNet
 from tans.searcher.experience import TransferTable
 from tans.searcher.losses import positives_from_accuracy, predictor_loss
@@ -323,7 +324,7 @@ def meta_train(
     config: MetaTrainConfig = MetaTrainConfig(),
     *,
     device: torch.device | str = "cpu",
-    progress: Callable[[EpochLog], None] | None = None,
+    progress: Progress | None = None,
 ) -> MetaTrainResult:
     """Train ``net`` in place on the records; it ends holding the best checkpoint.
 
@@ -340,8 +341,9 @@ def meta_train(
         Settings.
     device : torch.device or str
         Where to train.
-    progress : callable, optional
-        Called with each epoch's :class:`EpochLog`.
+    progress : Progress, optional
+        Receives a :class:`~tans.progress.ProgressEvent` of stage ``"meta-train"`` after each epoch
+        (``done`` epochs of ``config.epochs``), its :class:`EpochLog` in ``extra["log"]``.
 
     Returns
     -------
@@ -422,8 +424,7 @@ def meta_train(
             best=is_best,
         )
         result.history.append(log)
-        if progress is not None:
-            progress(log)
+        emit(progress, "meta-train", log.epoch, config.epochs, log=log)
         if len(val_rows) and config.patience and epoch + 1 - result.best_epoch >= config.patience:
             result.stopped_early = True
             break

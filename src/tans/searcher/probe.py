@@ -29,6 +29,7 @@ import torch
 from tans._errors import TansError, unknown_choice
 from tans.data.dataset import Dataset
 from tans.data.transforms import WorkingFormat, resize_images
+from tans.progress import Progress, emit
 from tans.searcher.features import query_sample
 from tans.searcher.logme import logme_score
 from tans.training.loop import default_device, to_input
@@ -291,7 +292,7 @@ def probe_scores(
     seed: int = 0,
     scores: Sequence[str] = ("logme", "ncm"),
     device: torch.device | str | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> ProbeScores:
     """Score each entry's features on a class-balanced sample of the dataset's training split.
 
@@ -311,8 +312,9 @@ def probe_scores(
         Names from :func:`list_probe_scores`.
     device : torch.device or str, optional
         Where the networks run; CUDA when present by default.
-    progress : callable, optional
-        Called as ``progress(done, total)`` after each entry.
+    progress : Progress, optional
+        Receives a :class:`~tans.progress.ProgressEvent` of stage ``"probe"`` after each entry
+        (``done`` of ``total`` entries, ``message`` the entry's id).
 
     Returns
     -------
@@ -347,8 +349,7 @@ def probe_scores(
             except TansError as exc:
                 raise TansError(f"Entry {entry_id}: {exc}") from None
             score_seconds[name][i] = time.perf_counter() - tic
-        if progress:
-            progress(i + 1, len(ids))
+        emit(progress, "probe", i + 1, len(ids), entry_id)
         tic = time.perf_counter()
     return ProbeScores(
         ids=ids,

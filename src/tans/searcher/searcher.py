@@ -23,12 +23,11 @@ fine-tuning on other tasks. Search, step by step (:meth:`Searcher.search`):
 from __future__ import annotations
 
 import inspect
-import itertools
 import json
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,6 +39,7 @@ import torch
 from tans._errors import TansError
 from tans.data.dataset import Dataset
 from tans.index import Constraints, make_index, require_allowed
+from tans.progress import Progress, emit
 from tans.searcher.artifact import load_artifact, save_artifact
 from tans.searcher.combiner import ProbeCombiner, fusion_features, lift
 from tans.searcher.encoders import SearcherNet, model_inputs
@@ -66,9 +66,6 @@ from tans.zoo.entry import ZooEntry
 from tans.zoo.store import Zoo
 
 __all__ = ["SearchResult", "SearchRow", "Searcher"]
-
-Progress = Callable[[str, int, int, "EpochLog | None"], None]
-
 
 @dataclass(frozen=True)
 class SearchRow:
@@ -309,9 +306,11 @@ class Searcher:
         exclude_families : sequence of str
             Ignore the records of targets of these families (benchmark test families, or the family
             a leave-one-family-out validation holds out).
-        progress : callable, optional
-            ``progress(stage, done, total, log)`` with stages ``"load"``, ``"extractor"``,
-            ``"meta-train"`` (``log`` is that epoch's :class:`EpochLog`) and ``"combiner"``.
+        progress : Progress, optional
+            Receives events (:class:`~tans.progress.ProgressEvent`) of stages ``"load"`` (one per
+            task loaded, ``message`` its name), ``"extractor"`` (epochs of the default extractor),
+            ``"meta-train"`` (epochs; ``extra["log"]`` is that epoch's :class:`EpochLog`) and
+            ``"combiner"`` (validation shortlists probed for stage 2).
 
         Returns
         -------
@@ -340,8 +339,7 @@ class Searcher:
         datasets: dict[str, Dataset] = {}
         for i, fp in enumerate(to_load):
             datasets[fp] = zoo.load_task(fp)
-            if progress:
-                progress("load", i + 1, len(to_load), None)
+            emit(progress, "load", i + 1, len(to_load), datasets[fp].name)
         samples = {fp: query_sample(ds, per_class=self.pool_per_class, seed=self.seed) for fp, ds in datasets.items()}
 
         if self.extractor == DEFAULT_EXTRACTOR:
@@ -350,7 +348,7 @@ class Searcher:
                 epochs=self.extractor_epochs,
                 seed=self.seed,
                 device=device,
-                progress=(lambda d, n: progress("extractor", d, n, None)) if progress else None,
+                progress=progress,
             )
         else:
             extractor = make_extractor(self.extractor)
@@ -381,7 +379,7 @@ class Searcher:
             val_rows,
             config,
             device=device,
-            progress=(lambda log: progress("meta-train", log.epoch, config.epochs, log)) if progress else None,
+            progress=progress,
         )
         net = net.cpu().eval()
         self.extractor_ = extractor
@@ -433,8 +431,7 @@ class Searcher:
                 y.append(lift(acc, float(table.chance[r])) if acc is not None else np.zeros(len(top)))
                 groups += [f"{name}:{table.targets[r]}"] * len(top)
                 null += [name == "null"] * len(top)
-            if progress:
-                progress("combiner", i + 1, len(rows), None)
+            emit(progress, "combiner", i + 1, len(rows))
         if len(set(groups)) < 4:  # two real shortlists and their null copies
             return None
         return ProbeCombiner(scores=self.probe_scores, stage1_weight=self.probe_stage1_weight).fit(np.concatenate(X), np.concatenate(y), np.array(groups),
@@ -620,10 +617,11 @@ class Searcher:
             Seconds for stage 3: successive halving with short fine-tunes over the first
             ``probe_k`` candidates, picked by validation accuracy
             (:func:`tans.searcher.halving.successive_halving`); its time counts in the search's.
-        progress : callable, optional
-            ``progress(stage, done, total, None)``, the callback of :meth:`fit`: ``"probe"`` after
-            each model stage 2 runs, ``"finetune"`` after each of stage 3's fine-tunes (``total``
-            0: it depends on the time left).
+        progress : Progress, optional
+            Receives events (:class:`~tans.progress.ProgressEvent`) of stage ``"probe"`` after each
+            model stage 2 runs (:func:`~tans.searcher.probe.probe_scores`) and ``"finetune"`` after
+            each of stage 3's fine-tunes (:func:`~tans.searcher.halving.successive_halving`;
+            ``total`` None: it depends on the time left).
 
         Returns
         -------
@@ -681,7 +679,7 @@ class Searcher:
         if k > 0:
             tic = time.perf_counter()
             probes, probe_chance = self._probe(dataset, [cache.entries[p].id for p in pos[top]], zoo,
-                                               progress=(lambda d, n: progress("probe", d, n, None)) if progress else None)
+                                               progress=progress)
             features = fusion_features(stage1[top], chance, probes, probe_chance)
             predicted[top] = chance + (1.0 - chance) * self.combiner_.predict(features)
             fused = self.combiner_.decision(features)  # unclipped: the order
@@ -696,10 +694,9 @@ class Searcher:
             at = {cache.entries[pos[j]].id: int(j) for j in head}
             caps = json.loads(self.records_.get("recipe") or "{}")  # the records' image caps: what stage 1 predicts
             caps = {k: caps[k] for k in ("max_train_images", "max_eval_images") if k in caps}
-            done = itertools.count(1)
             ids, trials = successive_halving(
                 dataset, list(at), zoo=zoo, budget_seconds=finetune_budget, seed=self.seed, **caps,
-                progress=(lambda trial: progress("finetune", next(done), 0, None)) if progress else None,
+                progress=progress,
             )
             order = np.concatenate([[at[i] for i in ids], order[len(head):]]).astype(np.int64)
             tuned = {at[t.id]: t.val_acc for t in trials}  # the last rung's, as trials are in order
@@ -742,7 +739,8 @@ class Searcher:
             seconds=seconds,
         )
 
-    def _probe(self, dataset: Dataset, ids: list[str], zoo: Zoo, *, progress=None) -> tuple[dict[str, np.ndarray], float]:
+    def _probe(self, dataset: Dataset, ids: list[str], zoo: Zoo, *,
+               progress: Progress | None = None) -> tuple[dict[str, np.ndarray], float]:
         """Stage 2's probe scores of ``ids`` (in the given order) and the probe sample's chance level."""
         from tans.searcher.probe import probe_scores
 

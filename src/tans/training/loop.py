@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -22,6 +21,7 @@ from torch import nn
 from tans._errors import TansError
 from tans.data.dataset import Dataset
 from tans.data.sampling import balanced_indices
+from tans.progress import Progress, emit
 from tans.training.recipe import Recipe
 
 __all__ = ["EpochStats", "TrainResult", "train", "evaluate", "to_input", "default_device", "INPUT_MEAN", "INPUT_STD"]
@@ -243,7 +243,7 @@ def train(
     recipe: Recipe = Recipe(),
     *,
     device: torch.device | str | None = None,
-    progress: Callable[[EpochStats], None] | None = None,
+    progress: Progress | None = None,
 ) -> TrainResult:
     """Train ``model`` on the dataset's train split; report val and test accuracy.
 
@@ -257,8 +257,9 @@ def train(
         Optimiser, schedule, augmentation, seed and caps on images.
     device : torch.device, str or None
         Defaults to CUDA when available, else the CPU. The model is left there, in eval mode.
-    progress : callable or None
-        Called with the :class:`EpochStats` of each finished epoch.
+    progress : Progress or None
+        Receives a :class:`~tans.progress.ProgressEvent` of stage ``"epoch"`` after each epoch
+        (``done`` epochs of ``recipe.epochs``), its :class:`EpochStats` in ``extra["stats"]``.
 
     Returns
     -------
@@ -344,8 +345,7 @@ def train(
             seconds=time.perf_counter() - t0,
         )
         history.append(stats)
-        if progress is not None:
-            progress(stats)
+        emit(progress, "epoch", epoch + 1, recipe.epochs, stats=stats)
     if n > _CALIBRATION_IMAGES:  # the last epoch calibrated on a slice; the final numbers use all
         _recalibrate_batchnorm(model, x_train, max(bs, 128))
     val_acc = _accuracy(model, x_val, y_val)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from tans._errors import TansError
 from tans._parallel import RayResources, SharedData, map_jobs
 from tans.data.dataset import Dataset
 from tans.data.transforms import WorkingFormat
+from tans.progress import Progress, emit
 from tans.training.recipe import Recipe
 from tans.zoo._run import RunConfig, check_planned, failure_reason
 from tans.zoo.claims import Claims
@@ -300,8 +300,6 @@ def _safe_train_unit(unit: BuildUnit, dataset: Dataset, config: BuildConfig):
 
 
 # -------------------------------------------------------------------------------------- driver
-Progress = Callable[[BuildReport, BuildUnit, str | None], None]
-
 
 def build_zoo(
     zoo: Zoo | str | os.PathLike[str],
@@ -310,7 +308,6 @@ def build_zoo(
     workers: int | None = None,
     ray_address: str | None = None,
     progress: Progress | None = None,
-    on_plan: Callable[[int, int], None] | None = None,
     max_units: int | None = None,
 ) -> BuildReport:
     """Train every unit of ``config`` not yet in the zoo and add it.
@@ -329,10 +326,11 @@ def build_zoo(
         that one, ``"local"`` starts a local Ray instance. Each task's dataset is put into Ray's
         object store once and reaches the units by reference, each unit reserves
         ``config.ray_resources``; results travel back to this process, which alone writes the zoo.
-    progress : callable or None
-        Called after each unit with the running report, the unit and its failure reason (or None).
-    on_plan : callable or None
-        Called once with (units to build, units already in the zoo) before training starts.
+    progress : Progress or None
+        Receives events (:class:`~tans.progress.ProgressEvent`): stage ``"plan"`` once before work starts
+        (``done`` units already built of the ``total`` to run now, ``message`` says so), then stage
+        ``"build"`` after each unit (``done`` of ``total``, ``message`` its task; ``extra`` holds the
+        running ``report``, the ``unit`` and its ``failure`` reason or None).
     max_units : int or None
         Build at most this many of the missing units (in plan order); a later build continues.
 
@@ -354,8 +352,7 @@ def build_zoo(
             registered.add(fingerprint)
     todo = [u for u in units if u.id not in stored]
     report = BuildReport(planned=len(units), skipped=len(units) - len(todo))
-    if on_plan is not None:
-        on_plan(len(todo[:max_units]), report.skipped)
+    emit(progress, "plan", report.skipped, len(todo[:max_units]), f"{report.skipped} already built")
     with Claims(zoo) as claims:
         claimed = claims.take(todo, limit=max_units)  # lazily: a unit is claimed when a worker takes it
         results, report.workers, report.executor = map_jobs(
@@ -374,8 +371,8 @@ def build_zoo(
             else:
                 report.failed[unit.id] = f"{unit.task} / {unit.arch}: {failure}"
             report.seconds = time.perf_counter() - start
-            if progress is not None:
-                progress(report, unit, failure)
+            emit(progress, "build", len(report.built) + len(report.failed), len(todo[:max_units]), unit.task,
+                 report=report, unit=unit, failure=failure)
     report.skipped, report.held = report.skipped + claims.done, claims.held  # found when claiming
     report.seconds = time.perf_counter() - start
     return report

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -27,6 +27,7 @@ import numpy as np
 
 from tans._errors import TansError
 from tans._parallel import RayResources, SharedData, map_jobs
+from tans.progress import Progress, emit
 from tans.zoo._run import RunConfig, check_planned, failure_reason
 from tans.zoo.claims import Claims
 from tans.zoo.records import TaskRef, TransferRecord, record_key, task_source
@@ -323,8 +324,6 @@ def _run_unit(unit: TransferUnit, dataset, zoo_path: str, config: TransferConfig
 
 
 # -------------------------------------------------------------------------------------- driver
-Progress = Callable[[TransferReport, TransferUnit, "str | None"], None]
-
 
 def run_transfers(
     zoo: Zoo | str | os.PathLike[str],
@@ -333,7 +332,6 @@ def run_transfers(
     workers: int | None = None,
     ray_address: str | None = None,
     progress: Progress | None = None,
-    on_plan: Callable[[int, int], None] | None = None,
     max_units: int | None = None,
 ) -> TransferReport:
     """Fine-tune every planned (model, target, seed) not yet recorded and add its record.
@@ -350,10 +348,11 @@ def run_transfers(
         Run the units as Ray tasks: ``"auto"``, an address, or ``"local"``. Each target's dataset
         is put into Ray's object store once and reaches the units by reference; each unit reserves
         ``config.ray_resources``. Workers read the models' weights from the zoo at its path.
-    progress : callable or None
-        Called after each unit with the running report, the unit and its failure (or None).
-    on_plan : callable or None
-        Called once with (units to run, units already recorded).
+    progress : Progress or None
+        Receives events (:class:`~tans.progress.ProgressEvent`): stage ``"plan"`` once before work starts
+        (``done`` units already recorded of the ``total`` to run now, ``message`` says so), then stage
+        ``"transfer"`` after each fine-tune (``done`` of ``total``, ``message`` its target; ``extra`` holds the
+        running ``report``, the ``unit`` and its ``failure`` reason or None).
     max_units : int or None
         Run at most this many of the missing units (a later run continues).
 
@@ -377,8 +376,7 @@ def run_transfers(
     todo = [u for u in units if u.id not in done]
     report = TransferReport(planned=len(units), skipped=len(units) - len(todo), models=len(model_ids),
                             targets=len(datasets))
-    if on_plan is not None:
-        on_plan(len(todo[:max_units]), report.skipped)
+    emit(progress, "plan", report.skipped, len(todo[:max_units]), f"{report.skipped} already recorded")
     with Claims(zoo) as claims:
         claimed = claims.take(todo, limit=max_units)  # lazily: a unit is claimed when a worker takes it
         results, report.workers, report.executor = map_jobs(
@@ -392,8 +390,8 @@ def run_transfers(
             else:
                 report.failed[unit.id] = f"{unit.target} / {unit.model_id}: {failure}"
             report.seconds = time.perf_counter() - start
-            if progress is not None:
-                progress(report, unit, failure)
+            emit(progress, "transfer", len(report.added) + len(report.failed), len(todo[:max_units]), unit.target,
+                 report=report, unit=unit, failure=failure)
     report.skipped, report.held = report.skipped + claims.done, claims.held  # found when claiming
     report.seconds = time.perf_counter() - start
     return report
