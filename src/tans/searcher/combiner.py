@@ -92,8 +92,8 @@ class ProbeCombiner:
     mean, on real shortlists only: a null shortlist's accuracies are all chance and say nothing
     about order. The blend is fixed rather than fitted because the records' validation targets
     are a few dozen shortlists: free per-score weights fitted on them under-weighted
-    nearest-class-mean, and leave-one-family-out over every target (benchmarks/searcher_quality.py)
-    ranked the fixed blend better.
+    nearest-class-mean, and leave-one-family-out over every target ranked the fixed blend better
+    (benchmarks/stage2_blend.py on the scores of benchmarks/searcher_quality.py --keep-scores).
 
     Parameters
     ----------
