@@ -88,6 +88,16 @@ def test_api_errors_say_how_to_fix(default_home, tmp_path):
         tans.search("digits-5-9", 1000)  # the budget is keyword-only
 
 
+def test_search_options_name_every_keyword_of_searcher_search():
+    """tans.search passes ``**options`` on to Searcher.search: the TypedDict must list exactly its keywords."""
+    import inspect
+
+    from tans.searcher.searcher import SearchOptions
+
+    keywords = set(inspect.signature(tans.Searcher.search).parameters) - {"self", "dataset", "zoo"}
+    assert set(SearchOptions.__annotations__) == keywords
+
+
 def test_a_fine_tune_at_chance_warns(records_zoo, tmp_path, capsys):
     """Identical images in two balanced classes: every prediction is the same class, so accuracy is chance."""
     import warnings

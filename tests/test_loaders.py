@@ -561,3 +561,16 @@ def test_writer_crash_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         write_dataset(_odd_dataset(3), tmp_path / "out")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_option_types_name_the_loaders_keywords():
+    """load_path, load_zip and load_idx take ``**options``: their TypedDicts must match the loaders that spell them out."""
+    import inspect
+
+    from tans.data.loaders import ArrayOptions, LoadOptions
+
+    def keywords(fn):
+        return {p.name for p in inspect.signature(fn).parameters.values() if p.kind is p.KEYWORD_ONLY}
+
+    assert set(LoadOptions.__annotations__) == keywords(load_imagefolder)
+    assert set(ArrayOptions.__annotations__) == keywords(load_npz)

@@ -8,14 +8,12 @@ tans``.
 
 from __future__ import annotations
 
-import inspect
 import os
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Unpack
 
 from tans._errors import TansError, TansWarning
-from tans.progress import Progress
 
 if TYPE_CHECKING:
     from torch import nn
@@ -23,6 +21,7 @@ if TYPE_CHECKING:
     from tans.data import Dataset
     from tans.finetune import FinetunedModel, FinetuneResult
     from tans.searcher import Searcher, SearchResult
+    from tans.searcher.searcher import SearchOptions
     from tans.training.recipe import Recipe
     from tans.zoo import Zoo
 
@@ -57,15 +56,7 @@ def search(
     *,
     zoo: Zoo | PathLike | None = None,
     searcher: Searcher | PathLike | None = None,
-    max_params: int | None = None,
-    max_flops: int | None = None,
-    max_latency_ms: float | None = None,
-    top_k: int | None = None,
-    fast: bool = False,
-    shortlist: int | None = None,
-    probe_k: int | None = None,
-    finetune_budget: float | None = None,
-    progress: Progress | None = None,
+    **options: Unpack[SearchOptions],
 ) -> SearchResult:
     """The zoo models that should do best on ``dataset`` after fine-tuning, within a budget.
 
@@ -78,21 +69,10 @@ def search(
         The zoo to search; ``None``: the default zoo.
     searcher : Searcher, path or None
         A fitted searcher or its artifact directory (or fsspec URL); ``None``: the default searcher.
-    max_params, max_flops, max_latency_ms : number or None
-        Budget (inclusive upper bounds), applied before ranking.
-    top_k : int or None
-        Models returned; ``None``: the default of :meth:`tans.Searcher.search`.
-    fast : bool
-        Stage 1 only: no forward pass of any candidate.
-    shortlist, probe_k : int or None
-        Candidates ranked by stage 1, and how many of them stage 2 probes (see
-        :meth:`tans.Searcher.search`).
-    finetune_budget : float or None
-        Seconds for stage 3: short fine-tunes of the shortlist by successive halving, picked by
-        validation accuracy (slower).
-    progress : Progress or None
-        Receives events (:class:`~tans.progress.ProgressEvent`) of stage ``"probe"`` as stage 2
-        probes and ``"finetune"`` as stage 3 fine-tunes (see :meth:`tans.Searcher.search`).
+    **options
+        The budget (``max_params``, ``max_flops``, ``max_latency_ms`` or ``constraints``),
+        ``top_k``, ``fast`` (stage 1 only), ``shortlist``, ``probe_k``, ``finetune_budget`` (stage 3)
+        and ``progress``, as :meth:`tans.Searcher.search` takes them.
 
     Returns
     -------
@@ -113,13 +93,9 @@ def search(
     from tans.searcher import Searcher
     from tans.zoo import open_zoo
 
-    if top_k is None:
-        top_k = inspect.signature(Searcher.search).parameters["top_k"].default
     store = open_zoo(zoo)
     model = searcher if isinstance(searcher, Searcher) else open_searcher(searcher, zoo=store)
-    return model.search(dataset, zoo=store, max_params=max_params, max_flops=max_flops,
-                        max_latency_ms=max_latency_ms, top_k=top_k, fast=fast, shortlist=shortlist, probe_k=probe_k,
-                        finetune_budget=finetune_budget, progress=progress)
+    return model.search(dataset, zoo=store, **options)
 
 
 def load_model(model_id: str, *, zoo: Zoo | PathLike | None = None) -> nn.Module:

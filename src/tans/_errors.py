@@ -6,11 +6,14 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import TypeVar
 
 from tans.errors import ConfigError, DatasetError, SearchError, TansError, TansWarning, ZooError
 
-__all__ = ["ConfigError", "DatasetError", "SearchError", "TansError", "TansWarning", "ZooError", "did_you_mean", "unknown_choice"]
+__all__ = ["ConfigError", "DatasetError", "SearchError", "TansError", "TansWarning", "ZooError", "did_you_mean", "lookup", "unknown_choice"]
+
+_V = TypeVar("_V")
 
 
 def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> str:
@@ -29,3 +32,10 @@ def unknown_choice(what: str, name: object, choices: Iterable[str], error: type[
     """
     choices = list(choices)
     return error(f"Unknown {what} {str(name)!r}; expected one of {', '.join(choices)}.{did_you_mean(str(name), choices)}")
+
+
+def lookup(what: str, name: str, registry: Mapping[str, _V], error: type[TansError] = TansError) -> _V:
+    """``registry[name]``, or the :func:`unknown_choice` error naming ``what`` was asked for."""
+    if name not in registry:
+        raise unknown_choice(what, name, registry, error)
+    return registry[name]

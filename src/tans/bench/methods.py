@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from tans._errors import TansError, unknown_choice
+from tans._errors import TansError, lookup, unknown_choice
 from tans.data.dataset import Dataset
 from tans.zoo.entry import ZooEntry
 from tans.zoo.store import Zoo
@@ -190,7 +190,7 @@ def register_method(method: Method) -> Method:
     if method.name in _REGISTRY:
         raise TansError(f"A method named '{method.name}' is already registered.")
     if method.pick not in ("top1", "best-val-of-3", "mean"):
-        raise TansError(f"Unknown pick rule '{method.pick}'; expected top1, best-val-of-3 or mean.")
+        raise unknown_choice("pick rule", method.pick, ("top1", "best-val-of-3", "mean"))
     _REGISTRY[method.name] = method
     return method
 
@@ -201,16 +201,8 @@ def list_methods() -> list[str]:
 
 
 def get_method(name: str) -> Method:
-    """The method of a name.
-
-    Raises
-    ------
-    TansError
-        For an unknown name (close names suggested).
-    """
-    if name not in _REGISTRY:
-        raise unknown_choice("method", name, _REGISTRY)
-    return _REGISTRY[name]
+    """The method of a name; an unknown name raises :class:`TansError` suggesting close names."""
+    return lookup("method", name, _REGISTRY)
 
 
 # ---------------------------------------------------------------------------------- searchers

@@ -256,8 +256,25 @@ def _grid(n: int, width: float = 3.8, height: float = 3.0):
     return fig, flat[:n]
 
 
-def _plot_curves(results: dict, path: Path) -> Path:
+def _label_panel(ax, title: str, xlabel: str, ylabel: str) -> None:
+    """Small fonts for one panel of a grid, so that four fit a row."""
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(xlabel, fontsize=9)
+    ax.set_ylabel(ylabel, fontsize=9)
+    ax.tick_params(labelsize=8)
+
+
+def _save(fig, path: Path, dpi: int = 100) -> Path:
+    """Write ``fig`` to ``path`` and free it (a report draws many figures in one process)."""
     import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+def _plot_curves(results: dict, path: Path) -> Path:
     from matplotlib.ticker import MaxNLocator
 
     cells = _loosest_cells(results)
@@ -276,17 +293,11 @@ def _plot_curves(results: dict, path: Path) -> Path:
             curve = cell["scratch"]["curve"]
             ax.plot(range(1, len(curve) + 1), np.array(curve) * 100, color="grey", label="from scratch")
         budget = "no limit" if cell["max_params"] is None else f"<= {cell['max_params']:,}"
-        ax.set_title(f"{cell['dataset']} ({budget} params)", fontsize=10)
-        ax.set_xlabel("epoch", fontsize=9)
+        _label_panel(ax, f"{cell['dataset']} ({budget} params)", "epoch", "val accuracy (%)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel("val accuracy (%)", fontsize=9)
-        ax.tick_params(labelsize=8)
     if len(axes):
         axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _plot_regret(results: dict, path: Path) -> Path:
@@ -307,10 +318,7 @@ def _plot_regret(results: dict, path: Path) -> Path:
     ax.set_ylabel("regret vs oracle (points)")
     ax.set_title("Mean regret per method (lower is better)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=110)
 
 
 def _plot_pareto(results: dict, path: Path) -> Path:
@@ -340,16 +348,10 @@ def _plot_pareto(results: dict, path: Path) -> Path:
                            label=m)
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a short log range overlap
-        ax.set_title(name, fontsize=10)
-        ax.set_xlabel("parameters", fontsize=9)
-        ax.set_ylabel(f"test acc after {E} epochs (%)", fontsize=9)
-        ax.tick_params(labelsize=8)
+        _label_panel(ax, name, "parameters", f"test acc after {E} epochs (%)")
     if len(axes):
         axes[0].legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _plot_speed(results: dict, path: Path) -> Path:
@@ -373,10 +375,7 @@ def _plot_speed(results: dict, path: Path) -> Path:
     ax.set_ylabel(f"mean test accuracy after {E} epochs (%)")
     ax.set_title("Accuracy of the pick against the time to pick it (bars: standard error over cells)")
     ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _plot_tsne(embeddings: dict, path: Path) -> Path:
@@ -406,7 +405,4 @@ def _plot_tsne(embeddings: dict, path: Path) -> Path:
     ax.set_title("t-SNE of the searcher's model and dataset embeddings, by family")
     ax.set_xticks([])
     ax.set_yticks([])
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=110)

@@ -43,11 +43,12 @@ def search(
     from tans.zoo import open_zoo
 
     store = open_zoo(zoo)
+    given = dict(max_params=max_params, max_flops=max_flops, max_latency_ms=max_latency_ms, top_k=top_k,
+                 shortlist=shortlist, probe_k=probe_k, finetune_budget=finetune_budget)
     labels = {"probe": "probing the shortlist", "finetune": "short fine-tunes"}  # stage 2's probes, stage 3's
     with event_bars(lambda e: {**bar_view(e), "name": labels[e.stage], "status": ""} if e.stage in labels else None) as progress:
-        result = run_search(dataset, zoo=store, searcher=searcher, max_params=max_params, max_flops=max_flops,
-                            max_latency_ms=max_latency_ms, top_k=top_k, fast=fast, shortlist=shortlist,
-                            probe_k=probe_k, finetune_budget=finetune_budget, progress=progress)
+        result = run_search(dataset, zoo=store, searcher=searcher, fast=fast, progress=progress,
+                            **{k: v for k, v in given.items() if v is not None})  # the rest: the searcher's defaults
     if as_json:
         print_json(result.to_dict())
         return

@@ -1,13 +1,18 @@
 """Datasets: the one Dataset type, loaders for user data, built-in offline sources."""
 
+from typing import TYPE_CHECKING, Unpack
+
 from tans.data.dataset import Dataset, stratified_split
 from tans.data.sampling import balanced_indices
 from tans.data.transforms import WorkingFormat, to_working
 
+if TYPE_CHECKING:
+    from tans.data.loaders._common import LoadOptions
+
 __all__ = ["Dataset", "WorkingFormat", "balanced_indices", "load_dataset", "stratified_split", "to_working"]
 
 
-def load_dataset(name_or_path: str, **kwargs) -> Dataset:
+def load_dataset(name_or_path: str, **options: Unpack["LoadOptions"]) -> Dataset:
     """Load a built-in task by name, or a user dataset from a path.
 
     Parameters
@@ -15,8 +20,9 @@ def load_dataset(name_or_path: str, **kwargs) -> Dataset:
     name_or_path : str
         A built-in task name (see ``tans data list``), or a path to an ImageFolder directory,
         a ``.zip`` of one, a ``.npz`` file or an MNIST IDX file.
-    **kwargs
-        Passed to the path loader (e.g. ``image_size``, ``channels``).
+    **options
+        For a path: ``image_size``, ``channels``, ``name``, ``max_pixels``, as
+        :func:`tans.data.loaders.load_imagefolder` takes them.
 
     Raises
     ------
@@ -31,7 +37,7 @@ def load_dataset(name_or_path: str, **kwargs) -> Dataset:
 
     path = Path(name_or_path).expanduser()
     if path.exists():
-        return load_path(path, **kwargs)
+        return load_path(path, **options)
     names = [t.name for t in catalogue.list_tasks()]
     if name_or_path in names:
         return catalogue.load_builtin(name_or_path)

@@ -85,24 +85,11 @@ class UnreadableImageError(DatasetError):
 
 
 def read_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> np.ndarray:
-    """Decode one image file into a uint8 array.
+    """Decode one image file into a ``(h, w, 1)`` grey or ``(h, w, 3)`` RGB uint8 array.
 
-    Parameters
-    ----------
-    path : str or PathLike
-        The image file.
-    max_pixels : int, optional
-        Refuse images with more pixels than this (default :data:`MAX_PIXELS`).
-
-    Returns
-    -------
-    np.ndarray
-        ``(h, w, 1)`` grey or ``(h, w, 3)`` RGB, uint8.
-
-    Raises
-    ------
-    UnreadableImageError
-        With ``reason`` zero-byte, truncated, not an image, too large or unreadable.
+    ``path`` and ``max_pixels`` as for :func:`open_image`; raises its
+    :class:`UnreadableImageError` (reason zero-byte, truncated, not an image, too large or
+    unreadable).
     """
     with open_image(path, max_pixels=max_pixels) as img, _pillow_warnings():
         try:

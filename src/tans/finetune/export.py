@@ -346,6 +346,7 @@ def export_onnx(
     Returns
     -------
     Path
+        The ``.onnx`` file written, ``~`` expanded.
 
     Raises
     ------

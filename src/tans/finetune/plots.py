@@ -40,6 +40,7 @@ def plot_curves(
     Returns
     -------
     Path
+        The image written, ``~`` expanded (its format follows the suffix).
 
     Raises
     ------

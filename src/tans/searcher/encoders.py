@@ -206,12 +206,13 @@ class SearcherNet(nn.Module):
         Width of the shared latent space.
     set_encoder : str
         ``"attention"`` or ``"mean"``.
-    use_functional, use_source : bool
-        Which optional inputs the model encoder reads.
     hidden_dim : int
         Width of the model encoder and predictor.
     dropout : float
         Dropout of the model encoder and predictor.
+    **model_inputs : bool
+        ``use_functional``, ``use_source``: which optional inputs the model encoder reads
+        (default: :class:`ModelEncoder`'s).
     """
 
     def __init__(
@@ -220,18 +221,15 @@ class SearcherNet(nn.Module):
         embed_dim: int = 128,
         *,
         set_encoder: str = "attention",
-        use_functional: bool = False,
-        use_source: bool = True,
         hidden_dim: int = 128,
         dropout: float = 0.1,
+        **model_inputs: bool,
     ) -> None:
         super().__init__()
         from tans.searcher.predictor import PerformancePredictor
 
         self.query = QueryEncoder(feature_dim, embed_dim, set_encoder=set_encoder)
-        self.model = ModelEncoder(
-            embed_dim, use_functional=use_functional, use_source=use_source, hidden_dim=hidden_dim, dropout=dropout
-        )
+        self.model = ModelEncoder(embed_dim, hidden_dim=hidden_dim, dropout=dropout, **model_inputs)
         self.predictor = PerformancePredictor(embed_dim, hidden_dim=hidden_dim, dropout=dropout)
 
     def encode_models(

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tans._errors import TansError, unknown_choice
+from tans._errors import TansError, lookup
 
 __all__ = ["LOGME_VARIANTS", "logme_score", "log_evidence"]
 
@@ -168,10 +168,9 @@ def logme_score(
         On an unknown variant, mismatched shapes, non-finite features, non-integer labels or fewer
         than 2 classes.
     """
-    if variant not in _DEFAULTS:
-        raise unknown_choice("LogME variant", variant, LOGME_VARIANTS)
-    max_iter = _DEFAULTS[variant][0] if max_iter is None else max_iter
-    tol = _DEFAULTS[variant][1] if tol is None else tol
+    default_iter, default_tol = lookup("LogME variant", variant, _DEFAULTS)
+    max_iter = default_iter if max_iter is None else max_iter
+    tol = default_tol if tol is None else tol
     f = np.asarray(features)
     y = np.asarray(labels)
     if f.ndim != 2:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from tans._errors import TansError, unknown_choice
+from tans._errors import TansError, lookup
 from tans.data.dataset import Dataset
 from tans.data.transforms import WorkingFormat, resize_images
 from tans.progress import Progress, emit
@@ -69,16 +69,8 @@ def list_probe_scores(pattern: str = "*") -> list[str]:
 
 
 def get_probe_score(name: str) -> ProbeScore:
-    """The score function of a name.
-
-    Raises
-    ------
-    TansError
-        For an unknown name (close names suggested).
-    """
-    if name not in PROBE_SCORES:
-        raise unknown_choice("probe score", name, PROBE_SCORES)
-    return PROBE_SCORES[name]
+    """The score function of a name; an unknown name raises :class:`TansError` suggesting close names."""
+    return lookup("probe score", name, PROBE_SCORES)
 
 
 # --------------------------------------------------------------------------------- the scores

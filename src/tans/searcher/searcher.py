@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -65,7 +65,7 @@ from tans.searcher.meta_train import (
 from tans.zoo.entry import ZooEntry
 from tans.zoo.store import Zoo
 
-__all__ = ["SearchResult", "SearchRow", "Searcher"]
+__all__ = ["SearchOptions", "SearchResult", "SearchRow", "Searcher"]
 
 @dataclass(frozen=True)
 class SearchRow:
@@ -134,6 +134,24 @@ def _check_positive(name: str, value: Any) -> None:
         raise TansError(f"{name} must be a positive integer, got {value!r}.")
 
 
+class SearchOptions(TypedDict, total=False):
+    """The keywords of :meth:`Searcher.search` besides ``zoo``, which wrappers such as :func:`tans.search` pass on."""
+
+    constraints: Constraints | None
+    max_params: int | None
+    max_flops: int | None
+    max_latency_ms: float | None
+    top_k: int
+    shortlist: int | None
+    fast: bool
+    probe_k: int | None
+    finetune_budget: float | None
+    progress: Progress | None
+
+
+_META = MetaTrainConfig()  # meta-training's defaults, defined once there
+
+
 class Searcher:
     """Task-adaptive network search: embeds datasets and zoo models in one space and ranks models.
 
@@ -195,16 +213,16 @@ class Searcher:
         embed_dim: int = 64,
         hidden_dim: int = 128,
         dropout: float = 0.1,
-        per_class: int = 20,
+        per_class: int = _META.per_class,
         pool_per_class: int = 50,
-        epochs: int = 30,
-        steps_per_epoch: int = 40,
-        batch_targets: int = 16,
-        lr: float = 1e-3,
-        weight_decay: float = 0.05,
-        patience: int = 6,
-        positives: int = 3,
-        predictor_weight: float = 1.0,
+        epochs: int = _META.epochs,
+        steps_per_epoch: int = _META.steps_per_epoch,
+        batch_targets: int = _META.batch_targets,
+        lr: float = _META.lr,
+        weight_decay: float = _META.weight_decay,
+        patience: int = _META.patience,
+        positives: int = _META.positives,
+        predictor_weight: float = _META.predictor_weight,
         use_functional: bool = False,
         use_source: bool = True,
         probe_k: int = 8,
@@ -760,6 +778,7 @@ class Searcher:
         Returns
         -------
         Path
+            The artifact directory, for :meth:`load`.
 
         Raises
         ------

@@ -154,14 +154,7 @@ class AttentionPooling(nn.Module):
 class MeanPooling(nn.Module):
     """DeepSets encoder: per-element MLP, masked mean, MLP.
 
-    Parameters
-    ----------
-    in_dim : int
-        Feature dimension of each set element.
-    out_dim : int
-        Output dimension (L2-normalised).
-    hidden_dim : int
-        Width of the MLPs.
+    ``in_dim`` and ``out_dim`` as for :class:`AttentionPooling`; ``hidden_dim`` is the MLPs' width.
     """
 
     def __init__(self, in_dim: int, out_dim: int = 128, *, hidden_dim: int = 256) -> None:

@@ -44,16 +44,7 @@ def _check_n(n: int) -> None:
 def sample_uniform(n: int, *, seed: int = 0) -> list[Arch]:
     """``n`` architectures, every choice drawn uniformly and independently (repeats possible).
 
-    Parameters
-    ----------
-    n : int
-        How many.
-    seed : int
-        Same seed, same list.
-
-    Returns
-    -------
-    list of Arch
+    The same ``seed`` gives the same list; a ``n`` below 1 raises :class:`~tans.errors.TansError`.
     """
     _check_n(n)
     rng = np.random.default_rng(seed)

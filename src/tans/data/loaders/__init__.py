@@ -27,6 +27,8 @@ from tans.data.loaders._common import (
     NPZ_FILE,
     USER_FAMILY,
     USER_LICENCE,
+    ArrayOptions,
+    LoadOptions,
     read_meta,
     require_path,
 )
@@ -45,8 +47,10 @@ from tans.data.loaders.npz import load_npz, read_npz_arrays
 
 __all__ = [
     "ACCEPTED_FORMATS",
+    "ArrayOptions",
     "ClassFolder",
     "FolderScan",
+    "LoadOptions",
     "ZipTree",
     "extract_zip",
     "find_idx_labels",

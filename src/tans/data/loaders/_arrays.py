@@ -99,9 +99,10 @@ def array_dataset(
     split_indices: dict | None,
     path: Path,
     meta: dict | None,
-    image_size: int | None,
-    channels: int | None,
-    name: str | None,
+    *,
+    image_size: int | None = None,
+    channels: int | None = None,
+    name: str | None = None,
 ) -> Dataset:
     """A Dataset from validated arrays, resized / channel-converted as asked."""
     if image_size is not None:

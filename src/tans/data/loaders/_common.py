@@ -6,6 +6,7 @@ import json
 import os
 import re
 from pathlib import Path, PurePath
+from typing import TypedDict
 
 import numpy as np
 
@@ -22,6 +23,22 @@ META_FILE = "dataset.json"
 META_FORMAT = "tans-dataset"
 META_VERSION = 1
 NPZ_FILE = "dataset.npz"
+
+
+
+class ArrayOptions(TypedDict, total=False):
+    """The keyword options of every loader; :func:`~tans.data.loaders.load_npz` says what each does."""
+
+    image_size: int | None
+    channels: int | None
+    name: str | None
+
+
+class LoadOptions(ArrayOptions, total=False):
+    """:class:`ArrayOptions` and the decompression-bomb guard of image files (folders and zips)."""
+
+    max_pixels: int | None
+
 
 # Operating-system clutter that is never a class or an image.
 _IGNORED_NAMES = frozenset({"__MACOSX", "Thumbs.db", "desktop.ini", "$RECYCLE.BIN", "lost+found"})
@@ -103,7 +120,7 @@ def provenance(path: Path, meta: dict | None, name: str | None) -> dict:
     }
 
 
-def check_options(image_size: int | None, channels: int | None) -> None:
+def check_options(*, image_size: int | None = None, channels: int | None = None) -> None:
     """Raise for a ``channels`` or ``image_size`` option no loader accepts."""
     if channels not in (None, 1, 3):
         raise DatasetError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}.")

@@ -15,11 +15,20 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path, PurePath, PurePosixPath
-from typing import IO, NoReturn
+from typing import IO, NoReturn, Unpack
 
 from tans._errors import ConfigError, DatasetError
 from tans.data.dataset import Dataset
-from tans.data.loaders._common import META_FILE, list_dir, natural_key, provenance, read_meta, require_path, visible
+from tans.data.loaders._common import (
+    META_FILE,
+    LoadOptions,
+    list_dir,
+    natural_key,
+    provenance,
+    read_meta,
+    require_path,
+    visible,
+)
 from tans.data.loaders.folder import load_imagefolder
 from tans.paths import cache_dir
 
@@ -32,27 +41,17 @@ MAX_ZIP_BYTES = 4 * 2**30
 ZIP_CACHE_BYTES = 8 * 2**30
 
 
-def load_zip(
-    path: str | os.PathLike,
-    *,
-    image_size: int | None = None,
-    channels: int | None = None,
-    name: str | None = None,
-    max_pixels: int | None = None,
-    max_bytes: int = MAX_ZIP_BYTES,
-) -> Dataset:
+def load_zip(path: str | os.PathLike, *, max_bytes: int = MAX_ZIP_BYTES, **options: Unpack[LoadOptions]) -> Dataset:
     """Load a ``.zip`` of an ImageFolder (see :func:`load_imagefolder`), extracted safely.
 
     Parameters
     ----------
     path : str or PathLike
         The zip file.
-    image_size, channels, max_pixels
-        As for :func:`load_imagefolder`.
-    name : str, optional
-        Dataset name (default: the zip file's stem).
     max_bytes : int
         Refuse archives that would expand to more bytes than this.
+    **options
+        As for :func:`load_imagefolder`; ``name`` defaults to the zip file's stem.
 
     Returns
     -------
@@ -66,10 +65,8 @@ def load_zip(
     """
     path = require_path(path)
     root = extract_zip(path, max_bytes=max_bytes)
-    name = name or provenance(path, read_meta(root), None)["name"]
-    dataset = load_imagefolder(
-        root, image_size=image_size, channels=channels, name=name, max_pixels=max_pixels
-    )
+    options["name"] = options.get("name") or provenance(path, read_meta(root), None)["name"]
+    dataset = load_imagefolder(root, **options)
     return replace(dataset, source=str(path.absolute()))
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import zipfile
 from pathlib import Path
+from typing import Unpack
 
 from tans._errors import DatasetError
 from tans.data.dataset import Dataset
-from tans.data.loaders._common import ACCEPTED_FORMATS, NPZ_FILE, read_meta, require_path
+from tans.data.loaders._common import ACCEPTED_FORMATS, NPZ_FILE, LoadOptions, read_meta, require_path
 from tans.data.loaders.archive import load_zip
 from tans.data.loaders.folder import load_imagefolder
 from tans.data.loaders.idx import is_idx, load_idx
@@ -17,14 +18,7 @@ from tans.data.loaders.npz import load_npz
 __all__ = ["ACCEPTED_FORMATS", "load_path", "path_kind"]
 
 
-def load_path(
-    path: str | os.PathLike,
-    *,
-    image_size: int | None = None,
-    channels: int | None = None,
-    name: str | None = None,
-    max_pixels: int | None = None,
-) -> Dataset:
+def load_path(path: str | os.PathLike, **options: Unpack[LoadOptions]) -> Dataset:
     """Load a dataset from whatever ``path`` is.
 
     A folder is an ImageFolder (or a folder :func:`tans.data.writers.write_dataset` wrote in npz
@@ -40,7 +34,7 @@ def load_path(
     """
     path = require_path(path)
     kind = path_kind(path)
-    options = dict(image_size=image_size, channels=channels, name=name)
+    max_pixels = options.pop("max_pixels", None)
     if kind == "imagefolder":
         return load_imagefolder(path, max_pixels=max_pixels, **options)
     if kind == "tans-npz":

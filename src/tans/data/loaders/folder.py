@@ -242,6 +242,8 @@ def load_imagefolder(
     Returns
     -------
     Dataset
+        Family ``"user"`` and the folder's absolute path as ``source``, unless its
+        ``dataset.json`` says otherwise.
 
     Raises
     ------
@@ -254,7 +256,7 @@ def load_imagefolder(
     TansWarning
         Once, counting the unreadable files that were skipped, per reason.
     """
-    check_options(image_size, channels)
+    check_options(image_size=image_size, channels=channels)
     scan = scan_imagefolder(path)
     root = scan.root
     _require_classes(scan)

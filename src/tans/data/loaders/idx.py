@@ -5,13 +5,14 @@ from __future__ import annotations
 import gzip
 import os
 from pathlib import Path
+from typing import Unpack
 
 import numpy as np
 
 from tans._errors import DatasetError
 from tans.data.dataset import Dataset
 from tans.data.loaders._arrays import array_dataset, images_from_array, labels_from_array
-from tans.data.loaders._common import check_options, require_path
+from tans.data.loaders._common import ArrayOptions, check_options, require_path
 
 __all__ = ["MAX_IDX_BYTES", "find_idx_labels", "is_idx", "load_idx", "read_idx", "read_idx_arrays"]
 
@@ -73,12 +74,7 @@ def read_idx(path: str | os.PathLike, *, max_bytes: int = MAX_IDX_BYTES) -> np.n
 
 
 def load_idx(
-    images_path: str | os.PathLike,
-    labels_path: str | os.PathLike | None = None,
-    *,
-    image_size: int | None = None,
-    channels: int | None = None,
-    name: str | None = None,
+    images_path: str | os.PathLike, labels_path: str | os.PathLike | None = None, **options: Unpack[ArrayOptions]
 ) -> Dataset:
     """Load MNIST-style IDX images and labels.
 
@@ -89,8 +85,8 @@ def load_idx(
     labels_path : str or PathLike, optional
         ``(n,)`` IDX labels. By default found next to the images by the MNIST naming convention:
         ``*-images-idx3-ubyte[.gz]`` -> ``*-labels-idx1-ubyte[.gz]`` (also ``*-images.idx3-ubyte``).
-    image_size, channels, name
-        As for :func:`load_npz`.
+    **options
+        ``image_size``, ``channels``, ``name``, as for :func:`load_npz`.
 
     Returns
     -------
@@ -102,11 +98,11 @@ def load_idx(
     DatasetError
         Unreadable IDX files, no labels file found, or images and labels that do not match.
     """
-    check_options(image_size, channels)
+    check_options(image_size=options.get("image_size"), channels=options.get("channels"))
     images_path = require_path(images_path)
     labels_path = require_path(labels_path) if labels_path is not None else find_idx_labels(images_path)
     images, labels, class_names = read_idx_arrays(images_path, labels_path)
-    return array_dataset(images, labels, class_names, None, images_path, None, image_size, channels, name)
+    return array_dataset(images, labels, class_names, None, images_path, None, **options)
 
 
 def read_idx_arrays(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:

@@ -53,7 +53,7 @@ def load_npz(
         Missing keys (the message lists the keys found), wrong shapes or value ranges, pickled
         objects, or a damaged file.
     """
-    check_options(image_size, channels)
+    check_options(image_size=image_size, channels=channels)
     path = require_path(path)
     meta = read_meta(path.parent)
     if meta is not None and (meta.get("layout") != "npz" or meta.get("file") != path.name):
@@ -61,7 +61,8 @@ def load_npz(
     images, labels, class_names, split_indices = read_npz_arrays(path)
     if meta is not None and len(meta["classes"]) == len(class_names):
         class_names = list(meta["classes"])  # exact names (numpy drops trailing NUL characters)
-    return array_dataset(images, labels, class_names, split_indices, path, meta, image_size, channels, name)
+    return array_dataset(images, labels, class_names, split_indices, path, meta, image_size=image_size, channels=channels,
+                         name=name)
 
 
 def read_npz_arrays(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, list[str], dict | None]:

@@ -183,7 +183,7 @@ def load_emoji(
     Returns
     -------
     Dataset
-        ``(n, size, size, 3)`` uint8 RGB on white.
+        One image per emoji and vendor (and skin tone), ``(n, size, size, 3)`` uint8 RGB on white.
 
     Raises
     ------

@@ -214,7 +214,8 @@ def load_icons(
     Returns
     -------
     Dataset
-        ``(n, size, size, 3)`` uint8 RGB on white.
+        One image per icon file of the kept classes, ``(n, size, size, 3)`` uint8 RGB, transparency
+        composited on white.
 
     Raises
     ------
