@@ -131,6 +131,7 @@ def _finish(report, *, as_json: bool) -> None:
 
 @app.command("transfer")
 def transfer_cmd(
+    zoo: ZooOption = None,  # first: the zoo whose models transfer (it must exist)
     config: Annotated[Path | None, typer.Option(help="JSON transfer config (see benchmarks/zoo/bench-transfer.json).")] = None,
     targets: Annotated[list[str] | None, typer.Option("--targets", help="Target task name or dataset path (repeatable; default: the zoo families' other catalogue tasks).")] = None,
     models: Annotated[int | None, typer.Option(help="Fine-tune at most this many zoo models, spread over architectures and sources.")] = None,
@@ -141,7 +142,6 @@ def transfer_cmd(
     ray: RayOption = None,
     ray_cpus_per_unit: RayCpusOption = None,
     ray_gpus_per_unit: RayGpusOption = None,
-    zoo: ZooOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Fine-tune zoo models on other tasks and record how well each transferred; a rerun resumes.

@@ -23,13 +23,13 @@ from typing import Any
 import numpy as np
 
 from tans._errors import TansError
-from tans._parallel import RayResources, SharedData, map_jobs
+from tans._parallel import RayResources, SharedData
 from tans.data.dataset import Dataset
 from tans.data.transforms import WorkingFormat
 from tans.progress import Progress, emit
 from tans.training.recipe import Recipe
 from tans.zoo._run import RunConfig, check_planned, failure_reason
-from tans.zoo.claims import Claims
+from tans.zoo.claims import run_claimed
 from tans.zoo.entry import ZooEntry, unit_key
 from tans.zoo.records import TaskRef
 from tans.zoo.store import Zoo
@@ -353,26 +353,22 @@ def build_zoo(
     todo = [u for u in units if u.id not in stored]
     report = BuildReport(planned=len(units), skipped=len(units) - len(todo))
     emit(progress, "plan", report.skipped, len(todo[:max_units]), f"{report.skipped} already built")
-    with Claims(zoo) as claims:
-        claimed = claims.take(todo, limit=max_units)  # lazily: a unit is claimed when a worker takes it
-        results, report.workers, report.executor = map_jobs(
-            _safe_train_unit, claimed, config, workers=workers, ray_address=ray_address, count=len(todo[:max_units]),
-            shared=SharedData(datasets, key=lambda unit: unit.task), ray_resources=config.ray_resources,
-        )
-        for unit, output, failure in results:
-            if output is not None:
-                entry, weights, images = output
-                zoo.add(entry, weights)
-                if unit.task_fingerprint not in registered:  # the driver alone writes the zoo
-                    zoo.register_task(tasks[unit.task_fingerprint])
-                    registered.add(unit.task_fingerprint)
-                report.built.append(unit.id)
-                report.train_images += images
-            else:
-                report.failed[unit.id] = f"{unit.task} / {unit.arch}: {failure}"
-            report.seconds = time.perf_counter() - start
-            emit(progress, "build", len(report.built) + len(report.failed), len(todo[:max_units]), unit.task,
-                 report=report, unit=unit, failure=failure)
-    report.skipped, report.held = report.skipped + claims.done, claims.held  # found when claiming
+    results = run_claimed(zoo, todo, _safe_train_unit, config, report=report, workers=workers, ray_address=ray_address,
+                          max_units=max_units, shared=SharedData(datasets, key=lambda unit: unit.task),
+                          ray_resources=config.ray_resources)
+    for unit, output, failure in results:
+        if output is not None:
+            entry, weights, images = output
+            zoo.add(entry, weights)
+            if unit.task_fingerprint not in registered:  # the driver alone writes the zoo
+                zoo.register_task(tasks[unit.task_fingerprint])
+                registered.add(unit.task_fingerprint)
+            report.built.append(unit.id)
+            report.train_images += images
+        else:
+            report.failed[unit.id] = f"{unit.task} / {unit.arch}: {failure}"
+        report.seconds = time.perf_counter() - start
+        emit(progress, "build", len(report.built) + len(report.failed), len(todo[:max_units]), unit.task,
+             report=report, unit=unit, failure=failure)
     report.seconds = time.perf_counter() - start
     return report

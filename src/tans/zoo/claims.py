@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
-from typing import Protocol, TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol, TypeVar
 
 from tans._errors import TansError
+from tans._parallel import RayResources, SharedData, map_jobs
 from tans.zoo.store import Zoo, claim_owner
 
-__all__ = ["Claims", "LEASE_S"]
+__all__ = ["Claims", "LEASE_S", "run_claimed"]
 
 # A lease lasts this long unless renewed; its builder renews it every LEASE_S / 4 seconds.
 LEASE_S = 120.0
@@ -103,3 +104,24 @@ class Claims:
                 self.done += 1
             else:
                 self.held += 1
+
+
+def run_claimed(
+    zoo: Zoo, todo: list[U], fn: Callable[..., Any], *args: Any, report: Any, workers: int | None,
+    ray_address: str | None, max_units: int | None, shared: SharedData, ray_resources: RayResources,
+) -> Iterator[tuple[U, Any, str | None]]:
+    """Run ``fn`` on the units of ``todo`` that this builder claims; yield ``(unit, output, failure)``.
+
+    The driver loop of ``tans zoo build`` and ``tans zoo transfer``: a unit is claimed when a
+    worker takes it (:meth:`Claims.take`) and runs on :func:`tans._parallel.map_jobs`. ``report``
+    gets the executor's ``workers`` and ``executor``, and once every result is in, ``skipped``
+    grows by the units found stored when claimed and ``held`` counts those another builder holds.
+    """
+    with Claims(zoo) as claims:
+        claimed = claims.take(todo, limit=max_units)
+        results, report.workers, report.executor = map_jobs(
+            fn, claimed, *args, workers=workers, ray_address=ray_address, count=len(todo[:max_units]),
+            shared=shared, ray_resources=ray_resources,
+        )
+        yield from results
+    report.skipped, report.held = report.skipped + claims.done, claims.held

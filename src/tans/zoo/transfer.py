@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 
 from tans._errors import TansError
-from tans._parallel import RayResources, SharedData, map_jobs
+from tans._parallel import RayResources, SharedData
 from tans.progress import Progress, emit
 from tans.zoo._run import RunConfig, check_planned, failure_reason
-from tans.zoo.claims import Claims
+from tans.zoo.claims import run_claimed
 from tans.zoo.records import TaskRef, TransferRecord, record_key, task_source
 from tans.zoo.store import Zoo
 
@@ -377,21 +377,17 @@ def run_transfers(
     report = TransferReport(planned=len(units), skipped=len(units) - len(todo), models=len(model_ids),
                             targets=len(datasets))
     emit(progress, "plan", report.skipped, len(todo[:max_units]), f"{report.skipped} already recorded")
-    with Claims(zoo) as claims:
-        claimed = claims.take(todo, limit=max_units)  # lazily: a unit is claimed when a worker takes it
-        results, report.workers, report.executor = map_jobs(
-            _run_unit, claimed, str(zoo.path), config, workers=workers, ray_address=ray_address, count=len(todo[:max_units]),
-            shared=SharedData(datasets, key=lambda unit: unit.target), ray_resources=config.ray_resources,
-        )
-        for unit, record, failure in results:
-            if record is not None:
-                zoo.add_transfer(record)
-                report.added.append(unit.id)
-            else:
-                report.failed[unit.id] = f"{unit.target} / {unit.model_id}: {failure}"
-            report.seconds = time.perf_counter() - start
-            emit(progress, "transfer", len(report.added) + len(report.failed), len(todo[:max_units]), unit.target,
-                 report=report, unit=unit, failure=failure)
-    report.skipped, report.held = report.skipped + claims.done, claims.held  # found when claiming
+    results = run_claimed(zoo, todo, _run_unit, str(zoo.path), config, report=report, workers=workers,
+                          ray_address=ray_address, max_units=max_units,
+                          shared=SharedData(datasets, key=lambda unit: unit.target), ray_resources=config.ray_resources)
+    for unit, record, failure in results:
+        if record is not None:
+            zoo.add_transfer(record)
+            report.added.append(unit.id)
+        else:
+            report.failed[unit.id] = f"{unit.target} / {unit.model_id}: {failure}"
+        report.seconds = time.perf_counter() - start
+        emit(progress, "transfer", len(report.added) + len(report.failed), len(todo[:max_units]), unit.target,
+             report=report, unit=unit, failure=failure)
     report.seconds = time.perf_counter() - start
     return report
