@@ -4,6 +4,8 @@ transfer records and a searcher fitted on it (built once per test run)."""
 from __future__ import annotations
 
 import gzip
+import os
+import shutil
 import struct
 from pathlib import Path
 
@@ -113,6 +115,25 @@ TINY_SEARCHER = {"epochs": 2, "steps_per_epoch": 3, "extractor_epochs": 1, "per_
                  "val_fraction": 0.5, "probe_per_class": 4}
 
 
+def _made_once(tmp_path_factory, name: str, make) -> Path:
+    """``base / name`` made by ``make(path)`` once per test run, shared by pytest-xdist's workers.
+
+    The first worker to get here makes it under a file lock; the others wait for the lock and use it.
+    """
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the run's folder, above each worker's own
+    path, done = base / name, base / f"{name}.done"
+    with FileLock(str(base / f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(path, ignore_errors=True)  # a half-made one, from a worker that failed
+            make(path)
+            done.touch()
+    return path
+
+
 @pytest.fixture(scope="session")
 def records_configs():
     """The build and transfer configs of :func:`records_zoo`, and the settings of :func:`fitted_searcher`."""
@@ -142,27 +163,31 @@ def records_zoo(tmp_path_factory, records_configs) -> Path:
     from tans.zoo.build import build_zoo
     from tans.zoo.transfer import run_transfers
 
-    path = tmp_path_factory.mktemp("records") / "zoo"
-    report = build_zoo(path, records_configs.build, workers=1)
-    assert not report.failed, report.failed
-    transfers = run_transfers(path, records_configs.transfer, workers=1)
-    assert not transfers.failed and len(transfers.added) == transfers.planned == 16, transfers.to_dict()
-    return path
+    def build(path: Path) -> None:
+        report = build_zoo(path, records_configs.build, workers=1)
+        assert not report.failed, report.failed
+        transfers = run_transfers(path, records_configs.transfer, workers=1)
+        assert not transfers.failed and len(transfers.added) == transfers.planned == 16, transfers.to_dict()
+
+    return _made_once(tmp_path_factory, "records-zoo", build)
 
 
 @pytest.fixture(scope="session")
-def fitted_searcher(records_zoo, records_configs):
+def fitted_searcher(records_zoo, records_configs, tmp_path_factory):
     """A searcher fitted on :func:`records_zoo` (stage 1 and stage 2). Shared: do not refit or mutate it."""
     import torch
 
     from tans.searcher import Searcher
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return Searcher(**records_configs.searcher).fit(records_zoo)
-    finally:
-        torch.set_num_threads(before)
+    def fit(path: Path) -> None:
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            Searcher(**records_configs.searcher).fit(records_zoo).save(path)
+        finally:
+            torch.set_num_threads(before)
+
+    return Searcher.load(_made_once(tmp_path_factory, "fitted-searcher", fit))  # as every worker sees it
 
 
 @pytest.fixture

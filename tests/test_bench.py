@@ -80,6 +80,7 @@ def tiny_config(zoo_dir, configs, **changes) -> BenchConfig:
         random_draws=2,
         logme_per_class=4,
         searcher={**configs.searcher, "epochs": 1},
+        finetune_budget=1.0,  # stage 3 runs a fine-tune or two: enough to check its plumbing
         workers=1,
     )
     return replace(config, **changes)
@@ -172,6 +173,7 @@ def test_full_config_is_valid_and_holds_out_whole_families():
 
 
 # --------------------------------------------------------------------------- method registry
+@pytest.mark.slow
 def test_every_method_picks_within_the_budget(records_zoo, fitted_searcher):
     zoo, searcher = Zoo.open(records_zoo), fitted_searcher
     assert searcher.combiner_ is not None  # the searcher's stage 2 runs too
@@ -201,6 +203,7 @@ def test_every_method_picks_within_the_budget(records_zoo, fitted_searcher):
 
 
 # ------------------------------------------------------------------------------- end to end
+@pytest.mark.slow
 def test_tiny_end_to_end_run_writes_the_report_and_resumes(zoo_dir, configs, tmp_path):
     config = tiny_config(zoo_dir, configs)
     records_before = Zoo.open(zoo_dir).transfer_count()
@@ -364,6 +367,7 @@ def test_the_query_sample_comes_from_the_training_split_only():
     assert set(drawn.tolist()) == set(range(30))  # every training image, no val or test image
 
 
+@pytest.mark.slow
 def test_a_failed_fine_tune_is_counted_named_and_left_out_only_with_its_count(zoo_dir, configs, tmp_path, monkeypatch):
     import tans.finetune
 
@@ -404,6 +408,7 @@ print(len(records), len(failures))
 """
 
 
+@pytest.mark.slow
 def test_a_killed_benchmark_resumes_without_losing_or_duplicating_a_job(zoo_dir, tmp_path):
     import os
     import signal

@@ -38,6 +38,7 @@ def test_every_task_is_well_formed():
 SMALL = {"load_glyphs": {"per_class": 1, "size": 8}, "load_emoji": {"size": 8}, "load_icons": {"size": 8}}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loader", sorted({t.loader.__name__ for t in TASKS}))
 def test_every_task_loads_its_classes_with_a_stable_fingerprint(loader):
     small = SMALL.get(loader, {})

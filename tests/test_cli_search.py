@@ -32,6 +32,7 @@ def _one_line_error(err: str, pattern: str) -> None:
     assert err.count("\n") == 0 and err.startswith("error: ") and pattern in err, err
 
 
+@pytest.mark.slow
 def test_meta_train_json_reports_validation_records_and_the_combiner(records_zoo, capsys, tmp_path):
     out = tmp_path / "searcher"
     code, stdout, err = run(capsys, "meta-train", "--zoo", records_zoo, "--out", out, "--epochs", 1, "--patience", 0,

@@ -30,6 +30,7 @@ def tiny_demo(monkeypatch, tmp_path):
     return tmp_path
 
 
+@pytest.mark.slow
 def test_demo_builds_once_then_reuses(tiny_demo, capsys):
     out = tiny_demo / "out"
     assert main(["demo", "--out", str(out), "--workers", "1", "--json"]) == 0

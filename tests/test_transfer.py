@@ -202,6 +202,7 @@ def test_a_failed_unit_is_reported_and_the_run_goes_on(two_models, monkeypatch):
     assert again.skipped == 2 and len(again.added) == 2 and not again.failed
 
 
+@pytest.mark.slow
 def test_two_workers_return_every_unit_once(two_models):
     config = TransferConfig(targets=("mnist-0-4", "mnist-5-9", "glyphs-greek-lower-p1"), **TINY)
     units, _, _ = plan_transfers(two_models, config)

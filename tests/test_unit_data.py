@@ -84,6 +84,7 @@ def test_a_job_gets_its_items_shared_input_not_a_name():
     assert _job(5, (1, 2), None) == (5, 1, 2)  # without shared inputs, jobs are called as before
 
 
+@pytest.mark.slow
 def test_build_units_train_on_the_planned_data_in_a_pool_and_in_process(folder_task, tmp_path, image_folder):
     root, delete = folder_task
     config = tiny_build(str(root))
@@ -195,6 +196,7 @@ def test_ray_puts_each_input_once_and_reserves_the_units_resources(ray_instance,
         list(ray_map(assigned, range(2), address="local", shared=shared, resources=RayResources(gpus_per_unit=1)))
 
 
+@pytest.mark.slow
 def test_ray_build_and_transfer_never_load_data_on_a_worker(ray_instance, source_zoo, folder_task, tmp_path,
                                                             image_folder):
     root, delete = folder_task

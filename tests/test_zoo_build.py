@@ -89,6 +89,7 @@ def _checksums(path):
     return {e.id: e.sha256 for e in Zoo.open(path).entries()}
 
 
+@pytest.mark.slow
 def test_process_pool_builds_the_same_units_byte_for_byte(tiny_zoo, tmp_path):
     config = tiny_config(tasks=("digits-0-4",), archs_per_task=2)
     report = build_zoo(tmp_path / "zoo", config, workers=2)
@@ -140,6 +141,7 @@ def test_config_file_and_its_errors(tmp_path):
         BuildConfig.from_file(tmp_path / "broken.json")
 
 
+@pytest.mark.slow
 def test_build_resumes_after_sigkill(tmp_path):
     """Kill a real `tans zoo build` once it has stored something; a rerun completes the rest."""
     config = tmp_path / "zoo.json"
