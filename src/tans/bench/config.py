@@ -30,8 +30,6 @@ __all__ = ["BenchConfig", "quick_config", "resolve_budget", "FULL_CONFIG"]
 #: The committed full benchmark, relative to the repository root.
 FULL_CONFIG = Path("benchmarks/bench/full.json")
 
-_PERCENTILE = re.compile(r"^p(\d{1,3})$")
-
 
 @dataclass(frozen=True)
 class BenchConfig:
@@ -210,6 +208,9 @@ class BenchConfig:
         path = Path(path)
         values = read_config_file(path, what="Bench config", example=str(FULL_CONFIG))
         return cls.from_dict(values, where=str(path), base=path.parent)
+
+
+_PERCENTILE = re.compile(r"^p(\d{1,3})$")  # a budget as a percentile of the zoo's parameter counts
 
 
 def _check_budget(budget: Any) -> None:

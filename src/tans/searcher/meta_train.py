@@ -43,6 +43,7 @@ from tans.progress import Progress, emit
 from tans.searcher.encoders import SearcherNet
 from tans.searcher.experience import TransferTable
 from tans.searcher.losses import positives_from_accuracy, predictor_loss
+from tans.training.recipe import cosine_lr
 
 __all__ = [
     "MetaTrainConfig",
@@ -129,9 +130,8 @@ class MetaTrainConfig:
                 raise TansError(f"meta-training {name} must be {expected}, got {getattr(self, name)!r}.")
 
     def lr_at(self, epoch: int) -> float:
-        """Learning rate of epoch ``epoch`` (0-based): a half cosine from ``lr`` towards the floor."""
-        floor = self.lr * self.min_lr_ratio
-        return floor + (self.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * epoch / self.epochs))
+        """Learning rate of epoch ``epoch`` (0-based): a half cosine from ``lr`` towards the floor (:func:`cosine_lr`)."""
+        return cosine_lr(self.lr, epoch, self.epochs, min_lr_ratio=self.min_lr_ratio)
 
 
 @dataclass

@@ -12,9 +12,23 @@ from dataclasses import asdict, dataclass, fields
 
 from tans._errors import ConfigError, did_you_mean, unknown_choice
 
-__all__ = ["Recipe"]
+__all__ = ["Recipe", "cosine_lr"]
 
 _OPTIMIZERS = ("adamw", "sgd")
+
+
+def cosine_lr(lr: float, epoch: int, epochs: int, *, warmup_epochs: int = 0, min_lr_ratio: float = 0.0) -> float:
+    """The learning rate of epoch ``epoch`` (0-based) of ``epochs``; constant within the epoch.
+
+    Warm-up epochs rise linearly to ``lr`` (epoch ``i`` gets ``lr * (i + 1) / (warmup + 1)``);
+    the remaining epochs follow a half cosine from ``lr`` down towards ``lr * min_lr_ratio``,
+    reaching the floor only after the last epoch.
+    """
+    if epoch < warmup_epochs:
+        return lr * (epoch + 1) / (warmup_epochs + 1)
+    t = (epoch - warmup_epochs) / (epochs - warmup_epochs)
+    floor = lr * min_lr_ratio
+    return floor + (lr - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
 @dataclass(frozen=True)
@@ -89,17 +103,8 @@ class Recipe:
                 raise ConfigError(f"Recipe.{name} must be {expected}, got {getattr(self, name)!r}.")
 
     def lr_at(self, epoch: int) -> float:
-        """Learning rate of epoch ``epoch`` (0-based); constant within the epoch.
-
-        Warm-up epochs rise linearly to ``lr`` (epoch ``i`` gets ``lr * (i + 1) / (warmup + 1)``);
-        the remaining epochs follow a half cosine from ``lr`` down towards ``lr * min_lr_ratio``,
-        reaching the floor only after the last epoch.
-        """
-        if epoch < self.warmup_epochs:
-            return self.lr * (epoch + 1) / (self.warmup_epochs + 1)
-        t = (epoch - self.warmup_epochs) / (self.epochs - self.warmup_epochs)
-        floor = self.lr * self.min_lr_ratio
-        return floor + (self.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
+        """Learning rate of epoch ``epoch`` (0-based), by :func:`cosine_lr`."""
+        return cosine_lr(self.lr, epoch, self.epochs, warmup_epochs=self.warmup_epochs, min_lr_ratio=self.min_lr_ratio)
 
     def to_dict(self) -> dict:
         """Plain values for JSON or a metadata column."""
