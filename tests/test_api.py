@@ -38,7 +38,6 @@ def readme_example() -> str:
 
 
 def test_readme_example_runs_on_the_default_zoo_and_searcher(default_home, records_zoo, capsys):
-    pytest.importorskip("onnx", reason="the example exports ONNX")
     code = readme_example()
     budget = max(e.params for e in Zoo.open(records_zoo).entries())  # every tiny model fits
     # Only what makes it quick changes: a small built-in task, one epoch, a budget the tiny zoo meets.

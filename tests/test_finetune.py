@@ -202,7 +202,7 @@ def test_replacing_a_model_keeps_the_old_pair_until_the_new_one_is_complete(comp
 
 
 def test_onnx_export_matches_torch(compared, tmp_path):
-    onnx = pytest.importorskip("onnx", reason="ONNX export needs the onnx package")
+    import onnx  # a test dependency: a missing one fails, not skips
     comparison, out = compared
     path = load_finetuned(out).export_onnx(tmp_path / "m.onnx")
     graph = onnx.load(str(path))
@@ -241,7 +241,6 @@ def test_bad_inputs_raise_one_line_errors(zoo, entry, dataset, tmp_path):
 
 # ------------------------------------------------------------------------------- the command
 def test_cli_json_writes_model_curves_and_onnx(capsys, zoo, entry, tmp_path):
-    pytest.importorskip("onnx", reason="--onnx needs the onnx package")
     out = tmp_path / "cli"
     code, stdout, _ = run(capsys, "finetune", "digits-5-9", "--model", entry.id, "--zoo", zoo.path,
                           "--epochs", 1, "--out", out, "--onnx", "--json")
