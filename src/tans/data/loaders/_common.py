@@ -25,7 +25,6 @@ META_VERSION = 1
 NPZ_FILE = "dataset.npz"
 
 
-
 class ArrayOptions(TypedDict, total=False):
     """The keyword options of every loader; :func:`~tans.data.loaders.load_npz` says what each does."""
 
