@@ -24,9 +24,10 @@ def _session_home(tmp_path_factory):
     from tans.paths import sources_dir
 
     sources = str(sources_dir())  # resolved before $TANS_HOME moves
+    home = _run_folder(tmp_path_factory) / "tans-home"  # pytest-xdist's workers share its data caches
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TANS_SOURCES", sources)
-        mp.setenv("TANS_HOME", str(tmp_path_factory.mktemp("tans-home")))
+        mp.setenv("TANS_HOME", str(home))
         yield
 
 
@@ -115,6 +116,12 @@ TINY_SEARCHER = {"epochs": 2, "steps_per_epoch": 3, "extractor_epochs": 1, "per_
                  "val_fraction": 0.5, "probe_per_class": 4}
 
 
+def _run_folder(tmp_path_factory) -> Path:
+    """This test run's temporary folder: with pytest-xdist, the one above each worker's own."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 def _made_once(tmp_path_factory, name: str, make) -> Path:
     """``base / name`` made by ``make(path)`` once per test run, shared by pytest-xdist's workers.
 
@@ -122,9 +129,7 @@ def _made_once(tmp_path_factory, name: str, make) -> Path:
     """
     from filelock import FileLock
 
-    base = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        base = base.parent  # the run's folder, above each worker's own
+    base = _run_folder(tmp_path_factory)
     path, done = base / name, base / f"{name}.done"
     with FileLock(str(base / f"{name}.lock")):
         if not done.exists():

@@ -30,7 +30,6 @@ from tans.bench.methods import SEARCHER_VARIANTS
 from tans.cli.main import main
 from tans.data import load_dataset
 from tans.data.catalogue import get_task
-from tans.paths import sources_dir
 from tans.zoo import Zoo
 from tans.zoo.transfer import TransferConfig
 
@@ -39,16 +38,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _home(tmp_path_factory):
-    """An isolated tans home (caches), reading the real offline sources; one torch thread."""
-    sources = str(sources_dir())
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TANS_HOME", str(tmp_path_factory.mktemp("home")))
-        mp.setenv("TANS_SOURCES", sources)
-        before = torch.get_num_threads()
-        torch.set_num_threads(1)
-        yield
-        torch.set_num_threads(before)
+def _one_thread():
+    """One torch thread, as the bench's workers use (the tans home is the run's, see conftest)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
