@@ -26,6 +26,7 @@ def tiny_demo(monkeypatch, tmp_path):
     monkeypatch.setattr(demo, "DEMO_TARGET", "digits-5-9")
     monkeypatch.setattr(demo, "DEMO_EPOCHS", 1)
     monkeypatch.setattr(demo, "DEMO_TRAIN_IMAGES", 48)
+    monkeypatch.setattr(demo, "DEMO_SEEDS", 2)
     monkeypatch.setattr(demo, "DEMO_MAX_PARAMS", 10_000_000)
     return tmp_path
 
@@ -42,6 +43,7 @@ def test_demo_builds_once_then_reuses(tiny_demo, capsys):
     pretrained, scratch = first["comparison"]["pretrained"], first["comparison"]["scratch"]
     assert pretrained["model_id"] == first["search"]["rows"][0]["id"]  # the demo fine-tunes the best find
     assert first["comparison"]["gain"] == pytest.approx(pretrained["test_acc"] - scratch["test_acc"])
+    assert len(first["gains_by_seed"]) == 2 and first["gains_by_seed"][0] == first["comparison"]["gain"]
     assert json.loads((out / "model.json").read_text())["results"]["test_acc"] == pretrained["test_acc"]
     assert (out / "curves.png").exists() and (out / "model.safetensors").exists() and (out / "demo.json").exists()
 
@@ -49,7 +51,7 @@ def test_demo_builds_once_then_reuses(tiny_demo, capsys):
     assert main(["demo", "--out", str(out), "--workers", "1"]) == 0
     captured = capsys.readouterr()
     text = captured.out
-    assert "from scratch" in text and "gain" in text and "Next: tans search" in text
+    assert "from scratch" in text and "gain over 2 seeds" in text and "Next: tans search" in text
     assert "> searching for digits-5-9" in captured.err  # each step, announced by its progress event
     second = json.loads((out / "demo.json").read_text())
     assert second["zoo_build"] is None and second["transfer_records"] is None and not second["searcher_fitted"]

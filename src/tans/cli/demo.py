@@ -66,5 +66,8 @@ def demo(
         f"test accuracy: fine-tuned {comp.pretrained.test_acc:.1%}, from scratch {comp.scratch.test_acc:.1%} "
         f"(gain {comp.gain * 100:+.1f} points; chance {comp.pretrained.chance:.1%}). Plot: {comp.curves}"
     )
+    gains = [g * 100 for g in result.gains]
+    console.print(f"gain over {len(gains)} seeds: {sum(gains) / len(gains):+.1f} points on average "
+                  f"(per seed: {', '.join(f'{g:+.1f}' for g in gains)})")
     console.print(f"done in {result.seconds:.0f} s. Next: tans search {DEMO_TARGET} --max-params 100000, "
                   f"tans finetune {DEMO_TARGET} --model {found.rows[0].id}")
