@@ -221,6 +221,22 @@ def test_a_unit_claimed_by_another_run_is_left_to_it(two_models):
     assert [r.id for r in two_models.transfers()] == [second]
 
 
+def test_a_run_that_fails_in_the_driver_drops_its_claims(two_models, monkeypatch):
+    """A driver error mid-run (here: the zoo refuses a record) leaves no lease behind: a rerun does every unit."""
+    import sqlite3
+
+    config = TransferConfig(targets=("mnist-0-4",), **TINY)
+    def refuse(record):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(two_models, "add_transfer", refuse)
+    with pytest.raises(sqlite3.OperationalError):
+        run_transfers(two_models, config, workers=1)
+    monkeypatch.undo()
+    report = run_transfers(two_models, config, workers=1)
+    assert report.held == 0 and len(report.added) == report.planned == 2
+
+
 # ------------------------------------------------------------------------------------- CLI
 def test_cli_zoo_transfer_json(two_models, capsys, tmp_path):
     config = tmp_path / "transfer.json"

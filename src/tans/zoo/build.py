@@ -353,22 +353,22 @@ def build_zoo(
     todo = [u for u in units if u.id not in stored]
     report = BuildReport(planned=len(units), skipped=len(units) - len(todo))
     emit(progress, "plan", report.skipped, len(todo[:max_units]), f"{report.skipped} already built")
-    results = run_claimed(zoo, todo, _safe_train_unit, config, report=report, workers=workers, ray_address=ray_address,
-                          max_units=max_units, shared=SharedData(datasets, key=lambda unit: unit.task),
-                          ray_resources=config.ray_resources)
-    for unit, output, failure in results:
-        if output is not None:
-            entry, weights, images = output
-            zoo.add(entry, weights)
-            if unit.task_fingerprint not in registered:  # the driver alone writes the zoo
-                zoo.register_task(tasks[unit.task_fingerprint])
-                registered.add(unit.task_fingerprint)
-            report.built.append(unit.id)
-            report.train_images += images
-        else:
-            report.failed[unit.id] = f"{unit.task} / {unit.arch}: {failure}"
-        report.seconds = time.perf_counter() - start
-        emit(progress, "build", len(report.built) + len(report.failed), len(todo[:max_units]), unit.task,
-             report=report, unit=unit, failure=failure)
+    with run_claimed(zoo, todo, _safe_train_unit, config, report=report, workers=workers, ray_address=ray_address,
+                     max_units=max_units, shared=SharedData(datasets, key=lambda unit: unit.task),
+                     ray_resources=config.ray_resources) as results:
+        for unit, output, failure in results:
+            if output is not None:
+                entry, weights, images = output
+                zoo.add(entry, weights)
+                if unit.task_fingerprint not in registered:  # the driver alone writes the zoo
+                    zoo.register_task(tasks[unit.task_fingerprint])
+                    registered.add(unit.task_fingerprint)
+                report.built.append(unit.id)
+                report.train_images += images
+            else:
+                report.failed[unit.id] = f"{unit.task} / {unit.arch}: {failure}"
+            report.seconds = time.perf_counter() - start
+            emit(progress, "build", len(report.built) + len(report.failed), len(todo[:max_units]), unit.task,
+                 report=report, unit=unit, failure=failure)
     report.seconds = time.perf_counter() - start
     return report

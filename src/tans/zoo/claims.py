@@ -13,6 +13,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar
 
 from tans._errors import TansError
@@ -106,16 +107,18 @@ class Claims:
                 self.held += 1
 
 
+@contextmanager
 def run_claimed(
     zoo: Zoo, todo: list[U], fn: Callable[..., Any], *args: Any, report: Any, workers: int | None,
     ray_address: str | None, max_units: int | None, shared: SharedData, ray_resources: RayResources,
-) -> Iterator[tuple[U, Any, str | None]]:
-    """Run ``fn`` on the units of ``todo`` that this builder claims; yield ``(unit, output, failure)``.
+) -> Iterator[Iterator[tuple[U, Any, str | None]]]:
+    """Run ``fn`` on the units of ``todo`` that this builder claims: ``with run_claimed(...) as results``.
 
     The driver loop of ``tans zoo build`` and ``tans zoo transfer``: a unit is claimed when a
-    worker takes it (:meth:`Claims.take`) and runs on :func:`tans._parallel.map_jobs`. ``report``
-    gets the executor's ``workers`` and ``executor``, and once every result is in, ``skipped``
-    grows by the units found stored when claimed and ``held`` counts those another builder holds.
+    worker takes it (:meth:`Claims.take`) and runs on :func:`tans._parallel.map_jobs`; ``results``
+    yields ``(unit, output, failure)``. ``report`` gets the executor's ``workers`` and ``executor``;
+    when the block ends, ``skipped`` grows by the units found stored when claimed and ``held``
+    counts those another builder holds. The leases are dropped however the block ends.
     """
     with Claims(zoo) as claims:
         claimed = claims.take(todo, limit=max_units)
@@ -123,5 +126,5 @@ def run_claimed(
             fn, claimed, *args, workers=workers, ray_address=ray_address, count=len(todo[:max_units]),
             shared=shared, ray_resources=ray_resources,
         )
-        yield from results
+        yield results
     report.skipped, report.held = report.skipped + claims.done, claims.held

@@ -377,17 +377,18 @@ def run_transfers(
     report = TransferReport(planned=len(units), skipped=len(units) - len(todo), models=len(model_ids),
                             targets=len(datasets))
     emit(progress, "plan", report.skipped, len(todo[:max_units]), f"{report.skipped} already recorded")
-    results = run_claimed(zoo, todo, _run_unit, str(zoo.path), config, report=report, workers=workers,
-                          ray_address=ray_address, max_units=max_units,
-                          shared=SharedData(datasets, key=lambda unit: unit.target), ray_resources=config.ray_resources)
-    for unit, record, failure in results:
-        if record is not None:
-            zoo.add_transfer(record)
-            report.added.append(unit.id)
-        else:
-            report.failed[unit.id] = f"{unit.target} / {unit.model_id}: {failure}"
-        report.seconds = time.perf_counter() - start
-        emit(progress, "transfer", len(report.added) + len(report.failed), len(todo[:max_units]), unit.target,
-             report=report, unit=unit, failure=failure)
+    with run_claimed(zoo, todo, _run_unit, str(zoo.path), config, report=report, workers=workers,
+                     ray_address=ray_address, max_units=max_units,
+                     shared=SharedData(datasets, key=lambda unit: unit.target),
+                     ray_resources=config.ray_resources) as results:
+        for unit, record, failure in results:
+            if record is not None:
+                zoo.add_transfer(record)
+                report.added.append(unit.id)
+            else:
+                report.failed[unit.id] = f"{unit.target} / {unit.model_id}: {failure}"
+            report.seconds = time.perf_counter() - start
+            emit(progress, "transfer", len(report.added) + len(report.failed), len(todo[:max_units]), unit.target,
+                 report=report, unit=unit, failure=failure)
     report.seconds = time.perf_counter() - start
     return report
