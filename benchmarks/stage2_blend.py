@@ -58,7 +58,7 @@ def main() -> None:
         rows = [r for r in json.load(fh)["targets_detail"] if "scores" in r]
     if not rows:
         raise SystemExit(f"{args.scores} holds no per-candidate scores; rerun searcher_quality.py with --keep-scores.")
-    own = np.array([r["stage 1+2"]["regret"] for r in rows])
+    own = np.array([r.get("all", r)["stage 1+2"]["regret"] for r in rows])  # "all": every candidate
     families = np.array([r["family"] for r in rows])
     print(f"{len(rows)} targets; the searcher's own stage 1+2: regret {own.mean():.2f}")
     for k in PROBE_COUNTS:

@@ -186,6 +186,18 @@ def test_predictor_loss_ranking_terms():
         predictor_loss(good, acc, ranking="lambda")
 
 
+def test_predictor_loss_ranks_only_within_rank_observed():
+    acc = torch.tensor([[0.9, 0.6, 0.3]])
+    predicted = torch.tensor([[0.5, 0.6, 0.4]])  # wrong about the first model only
+    within = torch.tensor([[False, True, True]])  # a budget that leaves it out
+    total, mse, rank = predictor_loss(predicted, acc, ranking="listnet", rank_observed=within)
+    perfect = torch.tensor([[0.0, 0.6, 0.3]])  # the order of the two inside is what counts
+    _, _, rank_perfect = predictor_loss(perfect, acc, ranking="listnet", rank_observed=within)
+    _, mse_all, rank_all = predictor_loss(predicted, acc, ranking="listnet")
+    torch.testing.assert_close(mse, mse_all)  # the regression still reads every observed model
+    assert rank < rank_all and rank_perfect < rank
+
+
 def test_meta_contrastive_loss_terms_are_same_order():
     torch.manual_seed(0)
     n_d, n_m, dim = 8, 40, 16

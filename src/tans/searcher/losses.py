@@ -165,6 +165,7 @@ def predictor_loss(
     mse_weight: float = 10.0,
     rank_weight: float = 1.0,
     rank_scale: float = 10.0,
+    rank_observed: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Regression plus ranking loss for predicted accuracies.
 
@@ -184,6 +185,9 @@ def predictor_loss(
         Weights of the two terms.
     rank_scale : float
         ``s`` above: an accuracy gap of ``1 / s`` counts as one logit.
+    rank_observed : torch.Tensor, optional
+        ``(D, M)`` bool: the models each dataset's ranking term compares (within ``observed``);
+        None = every observed model. The regression term always reads every observed model.
 
     Returns
     -------
@@ -203,6 +207,8 @@ def predictor_loss(
     if not observed.any():
         raise TansError("observed has no True entry; the predictor needs at least one known accuracy.")
     mse = ((predicted - accuracy) ** 2)[observed].mean()
+    if rank_observed is not None:
+        observed = observed & rank_observed.to(device=predicted.device, dtype=torch.bool)
 
     if ranking == "pairwise":
         # pair[d, i, j]: both observed on dataset d and model i is truly better than model j.

@@ -84,6 +84,12 @@ class MetaTrainConfig:
         Weights of the two loss terms.
     rank_scale : float
         ListNet scale: an accuracy gap of ``1 / rank_scale`` counts as one logit.
+    rank_within_budgets : bool
+        Rank as a search does, under a parameter budget: at each step, half the targets' ListNet
+        terms compare only the models under a random cap (a quantile of the zoo's sizes drawn from
+        [0.2, 1]), and validation tau is the mean over every candidate and under the 35th and 70th
+        percentiles. Over every candidate, size alone orders much of a target's models; under a
+        budget the sizes left differ less, and the order among them is what a search gets wrong.
     patience : int
         Stop after this many epochs without a better validation tau (0: never stop early).
     seed : int
@@ -107,6 +113,7 @@ class MetaTrainConfig:
     contrastive_weight: float = 1.0
     predictor_weight: float = 1.0
     rank_scale: float = 20.0
+    rank_within_budgets: bool = False
     # validation
     patience: int = 6
     seed: int = 0
@@ -261,6 +268,9 @@ def query_batch(pools: Sequence[MetaPool], per_class: int, rng: np.random.Genera
     return x, mask
 
 
+VALIDATION_BUDGETS = (0.35, 0.7)  # quantiles of the zoo's sizes validated under with rank_within_budgets
+
+
 def ranking_metrics(accuracy: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
     """Weighted tau (true-order convention), top-1 regret in points and MAE of one target's candidates."""
     # imported here, not at the top: a search never ranks records, and SciPy takes ~2 s to import
@@ -278,9 +288,13 @@ def ranking_metrics(accuracy: np.ndarray, predicted: np.ndarray) -> dict[str, fl
 
 @torch.no_grad()
 def evaluate_targets(
-    net: SearcherNet, inputs: MetaInputs, rows: Sequence[int], *, per_class: int, seed: int = 0, device="cpu"
+    net: SearcherNet, inputs: MetaInputs, rows: Sequence[int], *, per_class: int, seed: int = 0, device="cpu",
+    budgets: Sequence[float] = (),
 ) -> tuple[dict[str, float], np.ndarray]:
     """Stage-1 quality on targets ``rows``, each ranking its other-family recorded models.
+
+    ``budgets``: quantiles of the zoo's parameter counts; each target is also ranked among the
+    candidates under each, and ``tau`` is then the mean over every candidate and those budgets.
 
     Returns
     -------
@@ -301,9 +315,15 @@ def evaluate_targets(
     predicted = net.predict(q, m, chance).cpu().numpy()
     net.train(was_training)
     per_row = []
+    params = np.array([e.params for e in inputs.table.entries])
+    caps = [np.quantile(params, b) for b in budgets]
     for i, r in enumerate(rows):
         cands = inputs.table.candidates(r)
-        per_row.append(ranking_metrics(inputs.table.accuracy[r, cands], predicted[i, cands]))
+        metrics = ranking_metrics(inputs.table.accuracy[r, cands], predicted[i, cands])
+        within = [c for c in (cands[params[cands] <= cap] for cap in caps) if len(c) >= 2]
+        taus = [metrics["tau"]] + [ranking_metrics(inputs.table.accuracy[r, c], predicted[i, c])["tau"] for c in within]
+        metrics["tau"] = float(np.nanmean(taus)) if np.isfinite(taus).any() else math.nan
+        per_row.append(metrics)
     means = {k: float(np.nanmean([p[k] for p in per_row])) if any(np.isfinite(p[k]) for p in per_row) else math.nan
              for k in ("tau", "regret", "mae")}
     return means, predicted
@@ -368,6 +388,8 @@ def meta_train(
     accuracy_all = torch.as_tensor(np.nan_to_num(table.accuracy, nan=0.0), device=device)
     observed_all = torch.as_tensor(table.observed, device=device)
     chance_all = torch.as_tensor(table.chance, device=device)
+    params_all = torch.as_tensor(np.array([e.params for e in table.entries], dtype=np.float64), device=device)
+    val_budgets = VALIDATION_BUDGETS if config.rank_within_budgets else ()
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     val_rows = list(val_rows)
     result = MetaTrainResult(train_targets=[table.names[r] for r in train_rows], val_targets=[table.names[r] for r in val_rows])
@@ -392,15 +414,22 @@ def meta_train(
             positives = positives_from_accuracy(accuracy, observed, top_k=config.positives)
             contrastive = -(F.log_softmax(logits, dim=1) * positives).sum(1).div(positives.sum(1).clamp(min=1)).mean()
             predicted = net.predict(q, m, chance_all[idx])
+            within = None
+            if config.rank_within_budgets:  # half the rows rank under a random cap, half every model
+                quantile = torch.as_tensor(rng.uniform(0.2, 1.0, len(rows)), device=device, dtype=params_all.dtype)
+                quantile[torch.as_tensor(rng.random(len(rows)) < 0.5, device=device)] = 1.0
+                caps = torch.quantile(params_all, quantile)  # (B,)
+                within = params_all[cols][None, :] <= caps[:, None]
             pred_total, mse, rank = predictor_loss(
-                predicted, accuracy, observed, ranking="listnet", rank_scale=config.rank_scale
+                predicted, accuracy, observed, ranking="listnet", rank_scale=config.rank_scale, rank_observed=within
             )
             total = config.contrastive_weight * contrastive + config.predictor_weight * pred_total
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()
             sums += (float(total.detach()), float(contrastive.detach()), float(mse.detach()), float(rank.detach()))
-        metrics, _ = evaluate_targets(net, inputs, val_rows, per_class=config.per_class, seed=config.seed, device=device)
+        metrics, _ = evaluate_targets(net, inputs, val_rows, per_class=config.per_class, seed=config.seed, device=device,
+                                      budgets=val_budgets)
         if len(val_rows) == 0:
             key = float(epoch)  # no validation: keep the last epoch
         else:

@@ -181,6 +181,9 @@ class Searcher:
         Each target's best-transferring models used as contrastive positives.
     predictor_weight : float
         Weight of the predictor loss.
+    rank_within_budgets : bool
+        Meta-train the ranking under random parameter budgets, as searches rank (see
+        :class:`~tans.searcher.meta_train.MetaTrainConfig`).
     use_functional, use_source : bool
         Model encoder reads functional embeddings / the source task's query embedding.
     probe_k : int
@@ -223,6 +226,7 @@ class Searcher:
         patience: int = _META.patience,
         positives: int = _META.positives,
         predictor_weight: float = _META.predictor_weight,
+        rank_within_budgets: bool = _META.rank_within_budgets,
         use_functional: bool = False,
         use_source: bool = True,
         probe_k: int = 8,
@@ -249,6 +253,7 @@ class Searcher:
         self.patience = patience
         self.positives = positives
         self.predictor_weight = predictor_weight
+        self.rank_within_budgets = rank_within_budgets
         self.use_functional = use_functional
         self.use_source = use_source
         self.probe_k = probe_k
@@ -288,6 +293,7 @@ class Searcher:
             per_class=self.per_class,
             positives=self.positives,
             predictor_weight=self.predictor_weight,
+            rank_within_budgets=self.rank_within_budgets,
             seed=self.seed,
         )
 
