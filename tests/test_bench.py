@@ -303,7 +303,8 @@ def test_the_oracle_excludes_an_over_budget_best():
 
     from tans.bench.protocol import _evaluate
 
-    entries = [SimpleNamespace(id=i, params=p, arch="a", task="t") for i, p in (("small", 100), ("mid", 200), ("big", 900))]
+    entries = [SimpleNamespace(id=i, params=p, arch="a", task="t", task_family="f")
+               for i, p in (("small", 100), ("mid", 200), ("big", 900))]
     ctx = SimpleNamespace(entries=entries)
     res = _fake_results({"small": (0.3, 0.3), "mid": (0.5, 0.5), "big": (0.9, 0.9)})
     config = replace(quick_config(), epochs=2, scratch_epochs=2, seeds=(0, 1, 2))
@@ -311,6 +312,18 @@ def test_the_oracle_excludes_an_over_budget_best():
     cell = _evaluate(config, ctx, [], {}, pool, res, 250, "small")
     assert cell["oracle"]["2"]["id"] == "mid" and cell["pool_size"] == 2  # "big" is over the budget
     assert _evaluate(config, ctx, [], {}, pool, res, None, "small")["oracle"]["2"]["id"] == "big"
+
+
+def test_tau_ceilings_group_the_pool_by_what_the_oracle_knows():
+    from tans.bench.metrics import tau_ceilings
+
+    pool = [{"arch": a, "source_family": f, "acc@1": acc}
+            for a, f, acc in (("x", "f", 0.9), ("x", "g", 0.1), ("y", "f", 0.6), ("y", "g", 0.4), ("z", "f", None))]
+    found = tau_ceilings(pool, 1)
+    # by architecture: x and y both average 0.5, so the oracle ties everything and orders nothing
+    assert math.isnan(found["architecture"]["symmetric"])
+    # by architecture and source family: every known member is its own group, the exact order
+    assert found["architecture + source family"]["symmetric"] == pytest.approx(1.0)
 
 
 def test_best_of_three_picks_by_validation_never_by_test():

@@ -31,6 +31,8 @@ __all__ = [
     "regret_points",
     "rel_at_k",
     "weighted_tau",
+    "TAU_CEILINGS",
+    "tau_ceilings",
     "epochs_to_reach",
     "speed_ratio",
     "mean_or_none",
@@ -121,6 +123,45 @@ def weighted_tau(score: Sequence[float], acc: Sequence[float]) -> dict[str, floa
         "symmetric": float(weightedtau(score, acc).statistic),
         "true_order": float(weightedtau(acc, score, rank=None).statistic),
     }
+
+
+#: Ceiling name -> the pool-member fields its oracle groups by.
+TAU_CEILINGS = {
+    "architecture": ("arch",),
+    "architecture + source family": ("arch", "source_family"),
+}
+
+
+def tau_ceilings(pool: Sequence[dict], epochs: int) -> dict[str, dict[str, float]]:
+    """Weighted tau of oracles that know part of the answer, as a scale for the methods' tau.
+
+    Each oracle scores a pool member by the mean true accuracy, in this same pool, of the members
+    that share its architecture (``"architecture"``), or its architecture and source family. No
+    method can know these numbers (they are the test results); they bound what a ranker reading
+    only that information about a model could reach on this dataset.
+
+    Parameters
+    ----------
+    pool : sequence of dict
+        Pool members as ``results.json`` lists them: ``arch``, ``source_family`` and
+        ``acc@{epochs}`` (NaN or None: not fine-tuned; left out).
+    epochs : int
+        Which fine-tune's accuracy.
+
+    Returns
+    -------
+    dict
+        Ceiling name (:data:`TAU_CEILINGS`) -> :func:`weighted_tau`'s dict.
+    """
+    key = f"acc@{epochs}"
+    known = [m for m in pool if m.get(key) is not None and not math.isnan(m[key])]
+    acc = np.array([m[key] for m in known], dtype=np.float64)
+    out = {}
+    for name, fields in TAU_CEILINGS.items():
+        groups = [tuple(m[f] for f in fields) for m in known]
+        means = {g: float(acc[[i for i, h in enumerate(groups) if h == g]].mean()) for g in set(groups)}
+        out[name] = weighted_tau([means[g] for g in groups], acc)
+    return out
 
 
 def epochs_to_reach(curve: Sequence[float], target: float) -> int | None:

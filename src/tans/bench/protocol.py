@@ -38,6 +38,7 @@ from tans.bench.config import BenchConfig, resolve_budget
 from tans.bench.finetunes import FinetuneCache, FinetuneJob, run_jobs
 from tans.bench.methods import SEARCHER_VARIANTS, MethodContext, Ranking, get_method
 from tans.bench.metrics import (
+    TAU_CEILINGS,
     TAU_CONVENTIONS,
     epochs_to_reach,
     mean_or_none,
@@ -45,6 +46,7 @@ from tans.bench.metrics import (
     regret_points,
     rel_at_k,
     speed_ratio,
+    tau_ceilings,
     weighted_tau,
 )
 from tans.progress import Progress, ProgressEvent, emit
@@ -294,10 +296,11 @@ def _evaluate(
     out["scratch"] = scratch
     out["pool"] = [
         {"id": i, "arch": entries[i].arch, "params": entries[i].params, "source": entries[i].task,
-         "why": pool[i], **{f"acc@{e}": res.acc(i, e) for e in budgets},
+         "source_family": entries[i].task_family, "why": pool[i], **{f"acc@{e}": res.acc(i, e) for e in budgets},
          **{f"seeds@{e}": res.per_seed(i, e) for e in budgets}}
         for i in members
     ]
+    out["tau_ceilings"] = {str(e): tau_ceilings(out["pool"], e) for e in budgets}
     return out
 
 
@@ -347,6 +350,11 @@ def _summarise(config: BenchConfig, cells: list[dict], method_names: list[str]) 
         rows[name] = row
     rows["oracle"] = {e: {"acc": mean_or_none([c["oracle"][e]["acc"] for c in cells]), "regret": 0.0, "rel@3": 1.0}
                       for e in budgets}
+    rows["oracle"]["tau_ceilings"] = {
+        name: {e: {conv: mean_or_none([c["tau_ceilings"][e][name][conv] for c in cells]) for conv in TAU_CONVENTIONS}
+               for e in budgets}
+        for name in TAU_CEILINGS
+    }
     rows["scratch"] = {
         e: {"acc": mean_or_none([c["scratch"][e]["acc"] for c in cells]),
             "regret": mean_or_none([c["scratch"][e].get("regret") for c in cells]), "rel@3": None}

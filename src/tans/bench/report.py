@@ -140,6 +140,13 @@ def report_markdown(results: dict[str, Any]) -> str:
         if tau:
             lines.append(f"| {info['label']} | {_f(tau['1']['symmetric'])} | {_f(tau['1']['true_order'])} "
                          f"| {_f(tau[str(E)]['symmetric'])} | {_f(tau[str(E)]['true_order'])} |")
+    for name, tau in summary["oracle"].get("tau_ceilings", {}).items():
+        lines.append(f"| *ceiling: oracle by {name}* | {_f(tau['1']['symmetric'])} | {_f(tau['1']['true_order'])} "
+                     f"| {_f(tau[str(E)]['symmetric'])} | {_f(tau[str(E)]['true_order'])} |")
+    if summary["oracle"].get("tau_ceilings"):
+        lines += ["", "The ceilings are not methods: each scores a pool member by the mean test accuracy, in the same "
+                  "cell, of the members sharing its architecture (and source family). They use the answers, so no "
+                  "method can reach them by reading only that information about a model."]
     lines += [
         "",
         f"## Epochs to reach the from-scratch accuracy ({S} epochs)",
