@@ -124,7 +124,7 @@ def write(results: dict) -> None:
     for i, f in enumerate(runs):
         load = (f" Median load average {f['median_load_average']}." if f.get("median_load_average")
                 else " Load not measured; other work shared the machine.")
-        lines += [f"{'Full run' if i == 0 else 'Extension'} ({f.get('date')}, `{f.get('command', 'phase full')}`): "
+        lines += [f"{'Full run' if f['skipped'] == 0 else 'Extension'} ({f.get('date')}, `{f.get('command', 'phase full')}`): "
                   f"{f['added']} fine-tunes recorded ({f['skipped']} already there, {len(f['failed'])} failed) in "
                   f"**{f['seconds'] / 60:.1f} minutes** with {f['workers']} workers (goal: >= 40 models x >= 60 targets "
                   f"in <= 40 min); the zoo then held {f['zoo_records']} records of {f['zoo_models_with_records']} models "
