@@ -136,6 +136,15 @@ def test_save_load_round_trip_gives_identical_searches(searcher, zoo, query, tmp
         assert [r.logme for r in b.rows] == pytest.approx([r.logme for r in a.rows])
 
 
+def test_an_artifact_from_before_rank_within_budgets_says_it_ranked_every_candidate(searcher, tmp_path):
+    path = searcher.save(tmp_path / "old")
+    config_file = path / "searcher.json"
+    config = json.loads(config_file.read_text())
+    del config["params"]["rank_within_budgets"]
+    config_file.write_text(json.dumps(config))
+    assert searcher.rank_within_budgets and not Searcher.load(path).rank_within_budgets
+
+
 def test_save_load_through_a_url(searcher, query, memory_url, tmp_path):
     from tans.searcher.artifact import is_artifact
 

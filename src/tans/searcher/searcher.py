@@ -825,6 +825,7 @@ class Searcher:
         try:
             params = dict(config["params"])
             params["probe_scores"] = tuple(params.get("probe_scores", ()))
+            params.setdefault("rank_within_budgets", False)  # fitted before the option: ranked every candidate
             searcher = cls(**params)
             ext_cfg = dict(config["extractor"])
             ext_state = {k[len("extractor.") :]: v for k, v in tensors.items() if k.startswith("extractor.")}
