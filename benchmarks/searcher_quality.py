@@ -49,6 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tans._errors import TansError
 from tans._json import dumps, json_safe
 from tans._parallel import map_unordered
 from tans.bench.config import resolve_budget
@@ -236,7 +237,10 @@ def main() -> None:
     params = json.loads(args.searcher_json)
     table = transfer_table(zoo, exclude_families=TEST_FAMILIES)
     zoo_params = np.array([e.params for e in zoo.entries()])
-    limits = {"all": None} | {str(b): resolve_budget(int(b) if b.isdigit() else b, zoo_params) for b in args.budgets}
+    try:
+        limits = {"all": None} | {str(b): resolve_budget(int(b) if b.isdigit() else b, zoo_params) for b in args.budgets}
+    except TansError as exc:
+        raise SystemExit(f"--budgets: {exc}") from None
     families = args.families or sorted(set(table.families))
     options = {"keep_scores": args.keep_scores, "probes": not args.no_probes, "limits": limits}
     done: dict[str, list] = {}

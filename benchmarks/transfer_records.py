@@ -51,7 +51,7 @@ def throughput(zoo: Zoo, config: TransferConfig, units: int, repeats: int = 1) -
     """Run the same first ``units`` fine-tunes with 1 and with 2 workers into fresh copies, ``repeats`` times.
 
     Each repeat times the two back to back and gives one ratio; the median ratio is reported (one
-    pair on these machines varied from 1.5x to 1.8x between consecutive runs).
+    pair on these machines gave 1.4x to 1.8x in consecutive runs).
     """
     out: dict = {"units": units, "repeats": repeats}
     # a seed no real run uses: the units are new to the copied zoo whatever records it already holds
