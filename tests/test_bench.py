@@ -27,6 +27,7 @@ from tans.bench import (
     weighted_tau,
 )
 from tans.bench.methods import SEARCHER_VARIANTS
+from tans.bench.protocol import _fit_searchers
 from tans.cli.main import main
 from tans.data import load_dataset
 from tans.data.catalogue import get_task
@@ -269,6 +270,16 @@ def test_tiny_end_to_end_run_writes_the_report_and_resumes(zoo_dir, configs, tmp
     assert {p: p.stat().st_mtime_ns for p in (out / "searchers").rglob("*.safetensors")} == searcher_files
     before = results["summary"]["searcher"]["2"]["acc"]
     assert again.results["summary"]["searcher"]["2"]["acc"] == pytest.approx(before, abs=1e-5)
+
+    # An artifact fitted with another default (here: before ranking within budgets) is refitted, even
+    # though the config never names that setting.
+    meta = out / "searchers" / "main" / "searcher.json"
+    stored = json.loads(meta.read_text())
+    del stored["params"]["rank_within_budgets"]  # what an artifact from before the option holds
+    meta.write_text(json.dumps(stored))
+    searchers, _ = _fit_searchers(config, Zoo.open(zoo_dir), out, ["main"], ["icons"], None)
+    assert searchers["main"].rank_within_budgets is True
+    assert json.loads(meta.read_text())["params"]["rank_within_budgets"] is True
 
 
 def test_a_test_dataset_of_a_zoo_family_is_refused(zoo_dir, configs, tmp_path):

@@ -117,6 +117,10 @@ def _fill_records(config: BenchConfig, zoo, datasets: dict, progress: Progress |
     return run_transfers(zoo, transfer, workers=config.workers, progress=_as_stage(progress, "records"))
 
 
+def _as_tuple(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
 def _fit_searchers(config: BenchConfig, zoo, out_dir: Path, variants: list[str], test_families: list[str],
                    progress: Progress | None):
     from tans.searcher import Searcher
@@ -131,7 +135,9 @@ def _fit_searchers(config: BenchConfig, zoo, out_dir: Path, variants: list[str],
         if (path / "config.json").exists() or path.is_dir():
             try:
                 loaded = Searcher.load(path)
-                same = all(loaded.get_params().get(k) == (tuple(v) if isinstance(v, list) else v) for k, v in params.items())
+                # every setting, defaults included: an artifact from before a default changed is refitted
+                wanted, have = Searcher(**params).get_params(), loaded.get_params()
+                same = all(_as_tuple(have.get(k)) == _as_tuple(v) for k, v in wanted.items() if k != "device")
                 same_data = (loaded.zoo_info_.get("entries") == len(zoo)
                              and loaded.records_.get("excluded_families") == sorted(test_families)
                              and loaded.records_.get("records") == sum(r.target_family not in test_families
