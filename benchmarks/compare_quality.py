@@ -26,13 +26,19 @@ def _interval(diff: np.ndarray, seed: int = 0) -> tuple[float, float]:
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
+def _rows(run: dict) -> dict[str, dict]:
+    """Target -> its row by scope; a run from before budgets (no ``scopes``) ranked every candidate only."""
+    if "scopes" in run:
+        return {r["target"]: r for r in run["targets_detail"]}
+    return {r["target"]: {"all": r} for r in run["targets_detail"]}
+
+
 def compare(a: dict, b: dict, ranker: str, ranker_b: str | None = None) -> list[str]:
     """Markdown rows: B's ``ranker_b`` minus A's ``ranker`` per scope and metric."""
     ranker_b = ranker_b or ranker
-    rows_a = {r["target"]: r for r in a["targets_detail"]}
-    rows_b = {r["target"]: r for r in b["targets_detail"]}
+    rows_a, rows_b = _rows(a), _rows(b)
     lines = []
-    for scope in a["scopes"]:
+    for scope in a.get("scopes", ["all"]):
         for metric in ("tau", "regret"):
             pairs = [(rows_a[t][scope][ranker][metric], rows_b[t][scope][ranker_b][metric])
                      for t in rows_a if t in rows_b and scope in rows_a[t] and scope in rows_b[t]

@@ -31,7 +31,8 @@ default): ``tans bench`` ranks within a budget, where the architectures left dif
 ``--no-probes`` skips stage 2 and the probe baselines (every candidate's forward pass, most of
 the time): a quick check of stage 1 against the static rankers.
 
-Rerun (after `tans zoo build` and `tans zoo transfer` of the benchmark zoo; ~20-30 min on 2 cores)::
+Rerun (after `tans zoo build` and `tans zoo transfer` of the benchmark zoo; 34 min on 2 cores with
+``--workers 2``, probes included, on 2026-12-03)::
 
     .venv/bin/python benchmarks/searcher_quality.py --zoo zoo-bench [--no-probes]
 
