@@ -63,12 +63,17 @@ def main() -> None:
     args = parser.parse_args()
     with open(args.a) as fa, open(args.b) as fb:
         a, b = json.load(fa), json.load(fb)
+    lines = compare(a, b, args.ranker, args.ranker_b)
+    if not lines:
+        known = sorted({name for r in _rows(b).values() for name, m in r.get("all", {}).items() if isinstance(m, dict)})
+        raise SystemExit(f"No target has '{args.ranker}' in A and '{args.ranker_b or args.ranker}' in B; "
+                         f"rankers in B: {', '.join(known)}.")
     print(f"A: `{a['command']}` (searcher {json.dumps(a['searcher'])})")
     print(f"B: `{b['command']}` (searcher {json.dumps(b['searcher'])})")
     print(f"\nB's {args.ranker_b or args.ranker} minus A's {args.ranker}, paired by target (95% bootstrap over targets):\n")
     print("| scope | metric | targets | A | B | B - A [95% CI] | verdict |")
     print("|---|---|---|---|---|---|---|")
-    print("\n".join(compare(a, b, args.ranker, args.ranker_b)))
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":
