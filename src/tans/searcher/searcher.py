@@ -187,7 +187,10 @@ class Searcher:
     use_functional, use_source : bool
         Model encoder reads functional embeddings / the source task's query embedding.
     probe_k : int
-        Stage 2 probes this many stage-1 candidates (0: no stage 2, no combiner).
+        Stage 2 probes this many stage-1 candidates (0: no stage 2, no combiner). 6: replayed on
+        leave-one-family-out records within the bench's budgets, 6 probes tie with 8 under p35 and
+        over every candidate and have lower regret under p70, at three quarters of the cost
+        (benchmarks/results/stage2_blend_within_budgets.md).
     probe_per_class : int
         Images per class of stage 2's probe sample (as many as the benchmark's over-every-candidate
         baselines see: a candidate's forward pass costs about the same for 10 or 20 images per
@@ -229,7 +232,7 @@ class Searcher:
         rank_within_budgets: bool = _META.rank_within_budgets,
         use_functional: bool = False,
         use_source: bool = True,
-        probe_k: int = 8,
+        probe_k: int = 6,
         probe_per_class: int = 20,
         probe_scores: tuple[str, ...] = ("logme", "ncm"),
         probe_stage1_weight: float = 0.5,
