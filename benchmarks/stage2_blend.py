@@ -5,8 +5,9 @@ stage-1 score of the fold's searcher, its probe scores and its recorded accuracy
 replays stage 2 with other choices: the top ``k`` by stage 1, re-ordered by a weighted sum of the
 shortlist's z-scores. Prints the mean top-1 regret and weighted tau of each choice, and for a few
 the paired difference to the searcher's own stage 1+2 with a 95% bootstrap interval over targets
-and the difference per family. This is how ``probe_stage1_weight`` (0.5) and ``probe_k`` (6) were chosen; the numbers
-are validation numbers, and the choice made on them makes the chosen one's optimistic.
+and the difference per family. This is how ``probe_stage1_weight`` (0.5) and ``probe_k`` (6) were
+chosen; the numbers are validation numbers, and the choice made on them makes the chosen one's
+optimistic.
 
 ``--scope`` replays within one budget of the run only (default: every scope it has; a budget ranks
 only the candidates under it, as a search does).
