@@ -71,9 +71,13 @@ def throughput(zoo: Zoo, config: TransferConfig, units: int, repeats: int = 1) -
                 copy = Zoo.open(shutil.copytree(zoo.path, Path(tmp) / "zoo"))
                 load_before = os.getloadavg()[0]
                 finished = []  # when each fine-tune's result arrived
+
+                def arrived(event, finished=finished):
+                    if event.stage == "transfer":
+                        finished.append(time.perf_counter())
+
                 tic = time.perf_counter()
-                report = run_transfers(copy, config, workers=workers, max_units=units, progress=lambda e: (
-                    finished.append(time.perf_counter()) if e.stage == "transfer" else None))
+                report = run_transfers(copy, config, workers=workers, max_units=units, progress=arrived)
                 seconds = time.perf_counter() - tic
                 steady = finished[-1] - finished[0] if len(finished) > 1 else float("nan")
                 pair[f"workers_{workers}"] = {
@@ -160,9 +164,9 @@ def write(results: dict) -> None:
             lines += [f"Steady rate (first finished fine-tune to last, which leaves out what a run pays once before "
                       f"its first result): 2 workers over 1 = **{t['steady_speedup_2_over_1']}x** by median ("
                       + ", ".join(f"{p['steady_speedup_2_over_1']}x" for p in t["pairs"] if "steady_speedup_2_over_1" in p)
-                      + f"). First result after {first[1]} s with 1 worker (in this process, torch already imported) and "
-                      f"{first[2]} s with 2 (two fresh processes import torch first); both include the run's planning. The goal is judged on the "
-                      f"end-to-end ratio above."]
+                      + f"). First result after {first[1]} s with 1 worker (in this process, torch already "
+                      f"imported) and {first[2]} s with 2 (two fresh processes import torch first); both include "
+                      f"the run's planning. The goal is judged on the end-to-end ratio above."]
         lines += [""]
     for i, f in enumerate(runs):
         load = (f" Median load average {f['median_load_average']}." if f.get("median_load_average")
