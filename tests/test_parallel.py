@@ -76,3 +76,33 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def test_a_pool_started_early_runs_the_jobs_and_an_unused_one_closes_at_once():
+    # run_transfers and build_zoo start their workers before planning, so that the workers' imports
+    # overlap it; a run that then finds nothing to do must not wait for those imports
+    import multiprocessing
+    import time
+
+    from tans._parallel import map_jobs, start_workers
+
+    with start_workers(2, None) as pool:
+        assert pool is not None and pool.workers == 2
+        results = list(map_unordered(_square, range(7), 0, workers=1, pool=pool))  # the pool, not workers=1
+        assert pool.used
+    assert sorted(results) == [(x, x * x) for x in range(7)]
+    assert not multiprocessing.active_children()
+
+    tic = time.perf_counter()
+    with start_workers(2, None) as pool:
+        pass
+    assert time.perf_counter() - tic < 1.0, "an unused pool waited for its workers' imports"
+    assert not multiprocessing.active_children()
+
+    with start_workers(2, None) as pool:  # one job: this process runs it and the idle workers stop
+        results, workers, executor = map_jobs(_square, [3], 0, workers=None, ray_address=None, count=1, pool=pool)
+        assert (list(results), workers, executor, pool.closed, pool.used) == ([(3, 9)], 1, "in-process", True, False)
+    assert not multiprocessing.active_children()
+
+    with start_workers(1, None) as pool, start_workers(4, "auto") as on_ray:
+        assert pool is None and on_ray is None  # in this process, or Ray's own workers

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing import get_context
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 from tans._config import check_keys
 from tans._errors import ConfigError, TansError
 
-__all__ = ["RayResources", "SharedData", "map_jobs", "map_unordered", "ray_map"]
+__all__ = ["RayResources", "SharedData", "WorkerPool", "map_jobs", "map_unordered", "ray_map", "start_workers"]
 
 
 @dataclass(frozen=True)
@@ -123,15 +124,81 @@ def _die_with_parent(parent: int) -> None:
 def _init_worker(parent: int) -> None:
     _die_with_parent(parent)  # first: importing torch takes seconds, and the parent may die meanwhile
     import torch
+    import torch._dynamo  # noqa: F401 - an optimizer's first use imports it (1.5 s here): better before the first job
 
     torch.set_num_threads(1)
+
+
+def _started() -> None:
+    """A no-op job: submitting one per worker makes the pool spawn them all now."""
+
+
+class WorkerPool:
+    """Spawned single-threaded worker processes, started at once; use as a context manager.
+
+    A fresh worker spends seconds importing torch before its first job. Started before the driver's
+    own preparation (planning, loading datasets), the workers import while it works, so a run with
+    a pool does not pay that time on top. Workers exit when this process dies, however it dies.
+    A pool that ran no job is terminated at exit instead of waited for (nothing to do: no wait).
+
+    Parameters
+    ----------
+    workers : int
+        Processes, 2 or more.
+    """
+
+    def __init__(self, workers: int) -> None:
+        if workers < 2:
+            raise ValueError(f"a WorkerPool needs at least 2 workers, got {workers}; 1 runs in this process.")
+        self.workers = workers
+        self.used = self.closed = False
+        self.executor = ProcessPoolExecutor(
+            workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(os.getpid(),)
+        )
+        for _ in range(workers):  # the executor spawns a process per submitted job, up to ``workers``
+            self.executor.submit(_started)
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        if self.closed:
+            raise RuntimeError("this WorkerPool is closed; start another.")
+        self.used = True
+        return self.executor.submit(fn, *args)
+
+    def close(self) -> None:
+        """Wait for the jobs, or stop the workers at once if none was submitted. Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.used:
+            self.executor.shutdown(wait=True)
+            return
+        # no job ran: the workers may still be importing torch; stop them rather than wait seconds
+        # (Python 3.14 has terminate_workers(); before it, the processes are only in _processes)
+        terminate = getattr(self.executor, "terminate_workers", None)
+        if terminate is not None:
+            terminate()
+            return
+        for process in list((getattr(self.executor, "_processes", None) or {}).values()):
+            process.terminate()
+        self.executor.shutdown(wait=True, cancel_futures=True)  # its manager thread reaps them, once
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 _END = object()  # end of the queue (an item may be anything, None included)
 
 
 def map_unordered(
-    fn: Callable[..., Any], items: Iterable[Any], *args: Any, workers: int, shared: SharedData | None = None
+    fn: Callable[..., Any],
+    items: Iterable[Any],
+    *args: Any,
+    workers: int,
+    shared: SharedData | None = None,
+    pool: WorkerPool | None = None,
 ) -> Iterator[Any]:
     """Yield ``fn(item, *args)`` for every item, in completion order (``fn(item, input, *args)`` with ``shared``).
 
@@ -142,13 +209,18 @@ def map_unordered(
     in flight, so an interrupted run loses little finished work, and workers that exit when this
     process dies, however it dies. ``fn`` must not raise. ``items`` is drawn lazily, one item when
     a job is started (a builder claims a unit only then); the pool starts only when there is one.
-    ``shared``: see :class:`SharedData` (in a pool, each job's input is pickled with it).
+    ``shared``: see :class:`SharedData` (in a pool, each job's input is pickled with it). ``pool``:
+    a :class:`WorkerPool` started earlier (see there) to run the jobs on instead of ``workers``;
+    the caller closes it.
     """
     queue = iter(items)
     first = next(queue, _END)
     if first is _END:
         return
     queue = itertools.chain([first], queue)
+    if pool is not None:
+        yield from _map_on_pool(pool, fn, queue, args, shared)
+        return
     if workers <= 1:
         import torch
 
@@ -160,20 +232,23 @@ def map_unordered(
         finally:
             torch.set_num_threads(before)
         return
-    with ProcessPoolExecutor(
-        workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(os.getpid(),)
-    ) as pool:
-        # range first: zip stops on it without drawing (and dropping) one more item from the queue
-        pending: set[Future] = {
-            pool.submit(fn, *_job(item, args, shared)) for _, item in zip(range(2 * workers), queue, strict=False)
-        }
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                yield future.result()
-                nxt = next(queue, _END)
-                if nxt is not _END:
-                    pending.add(pool.submit(fn, *_job(nxt, args, shared)))
+    with WorkerPool(workers) as own:
+        yield from _map_on_pool(own, fn, queue, args, shared)
+
+
+def _map_on_pool(pool: WorkerPool, fn: Callable[..., Any], queue: Iterator[Any], args: tuple,
+                 shared: SharedData | None) -> Iterator[Any]:
+    # range first: zip stops on it without drawing (and dropping) one more item from the queue
+    pending: set[Future] = {
+        pool.submit(fn, *_job(item, args, shared)) for _, item in zip(range(2 * pool.workers), queue, strict=False)
+    }
+    while pending:
+        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+        for future in done:
+            yield future.result()
+            nxt = next(queue, _END)
+            if nxt is not _END:
+                pending.add(pool.submit(fn, *_job(nxt, args, shared)))
 
 
 def _ray_call(fn: Callable[..., Any], threads: int, item: Any, *args: Any) -> Any:
@@ -264,6 +339,7 @@ def map_jobs(
     count: int,
     shared: SharedData | None = None,
     ray_resources: RayResources = RayResources(),
+    pool: WorkerPool | None = None,
 ) -> tuple[Iterator[Any], int, str]:
     """Pick the executor of a build-like run and start it: Ray tasks, a process pool, or this process.
 
@@ -277,6 +353,9 @@ def map_jobs(
         Inputs the driver loaded for the jobs; ``fn`` is called as ``fn(item, input, *args)``.
     ray_resources : RayResources
         What each Ray task reserves.
+    pool : WorkerPool or None
+        The run's pool from :func:`start_workers`, used instead of starting one (not when
+        ``count`` is 1: a single job runs in this process, as with ``workers=1``).
 
     Returns
     -------
@@ -286,6 +365,24 @@ def map_jobs(
     if ray_address is not None:
         results = ray_map(fn, items, *args, address=ray_address, shared=shared, resources=ray_resources)
         return results, 1, f"ray ({ray_address})"
-    workers = min(workers or os.cpu_count() or 1, max(count, 1))
+    workers = min(pool.workers if pool is not None else workers or os.cpu_count() or 1, max(count, 1))
     executor = "in-process" if workers == 1 else "process pool"
-    return map_unordered(fn, items, *args, workers=workers, shared=shared), workers, executor
+    if pool is not None and workers == 1:
+        pool.close()  # a single job runs in this process; idle workers importing torch would slow it
+        pool = None
+    return map_unordered(fn, items, *args, workers=workers, shared=shared, pool=pool), workers, executor
+
+
+@contextmanager
+def start_workers(workers: int | None, ray_address: str | None) -> Iterator[WorkerPool | None]:
+    """Start a build-like run's local workers now, before it plans: ``with start_workers(...) as pool``.
+
+    Yields the :class:`WorkerPool` (``workers``, default every core) to pass to :func:`map_jobs`, or
+    None when the run goes to Ray or runs in this process (one worker).
+    """
+    workers = workers or os.cpu_count() or 1
+    if ray_address is not None or workers <= 1:
+        yield None
+        return
+    with WorkerPool(workers) as pool:
+        yield pool

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from tans._errors import TansError
-from tans._parallel import RayResources, SharedData
+from tans._parallel import RayResources, SharedData, start_workers
 from tans.data.dataset import Dataset
 from tans.data.transforms import WorkingFormat
 from tans.progress import Progress, emit
@@ -341,34 +341,35 @@ def build_zoo(
     if workers is not None and workers < 1:
         raise TansError(f"workers must be at least 1, got {workers}; omit it to use every core.")
     start = time.perf_counter()
-    units, tasks, datasets = _plan(config)  # refuses unknown tasks before a zoo is created
-    zoo = zoo if isinstance(zoo, Zoo) else Zoo.create(zoo)
-    zoo.record_working_format(config.working_format)
-    stored = set(zoo.ids())
-    registered = set(zoo.tasks())
-    for fingerprint in dict.fromkeys(u.task_fingerprint for u in units if u.id in stored):
-        if fingerprint not in registered:  # entries of an older build: remember their task now
-            zoo.register_task(tasks[fingerprint])
-            registered.add(fingerprint)
-    todo = [u for u in units if u.id not in stored]
-    report = BuildReport(planned=len(units), skipped=len(units) - len(todo))
-    emit(progress, "plan", report.skipped, len(todo[:max_units]), f"{report.skipped} already built")
-    with run_claimed(zoo, todo, _safe_train_unit, config, report=report, workers=workers, ray_address=ray_address,
-                     max_units=max_units, shared=SharedData(datasets, key=lambda unit: unit.task),
-                     ray_resources=config.ray_resources) as results:
-        for unit, output, failure in results:
-            if output is not None:
-                entry, weights, images = output
-                zoo.add(entry, weights)
-                if unit.task_fingerprint not in registered:  # the driver alone writes the zoo
-                    zoo.register_task(tasks[unit.task_fingerprint])
-                    registered.add(unit.task_fingerprint)
-                report.built.append(unit.id)
-                report.train_images += images
-            else:
-                report.failed[unit.id] = f"{unit.task} / {unit.arch}: {failure}"
-            report.seconds = time.perf_counter() - start
-            emit(progress, "build", len(report.built) + len(report.failed), len(todo[:max_units]), unit.task,
-                 report=report, unit=unit, failure=failure)
+    with start_workers(workers, ray_address) as pool:  # the workers import torch while the tasks load
+        units, tasks, datasets = _plan(config)  # refuses unknown tasks before a zoo is created
+        zoo = zoo if isinstance(zoo, Zoo) else Zoo.create(zoo)
+        zoo.record_working_format(config.working_format)
+        stored = set(zoo.ids())
+        registered = set(zoo.tasks())
+        for fingerprint in dict.fromkeys(u.task_fingerprint for u in units if u.id in stored):
+            if fingerprint not in registered:  # entries of an older build: remember their task now
+                zoo.register_task(tasks[fingerprint])
+                registered.add(fingerprint)
+        todo = [u for u in units if u.id not in stored]
+        report = BuildReport(planned=len(units), skipped=len(units) - len(todo))
+        emit(progress, "plan", report.skipped, len(todo[:max_units]), f"{report.skipped} already built")
+        with run_claimed(zoo, todo, _safe_train_unit, config, report=report, workers=workers, ray_address=ray_address,
+                         max_units=max_units, shared=SharedData(datasets, key=lambda unit: unit.task),
+                         ray_resources=config.ray_resources, pool=pool) as results:
+            for unit, output, failure in results:
+                if output is not None:
+                    entry, weights, images = output
+                    zoo.add(entry, weights)
+                    if unit.task_fingerprint not in registered:  # the driver alone writes the zoo
+                        zoo.register_task(tasks[unit.task_fingerprint])
+                        registered.add(unit.task_fingerprint)
+                    report.built.append(unit.id)
+                    report.train_images += images
+                else:
+                    report.failed[unit.id] = f"{unit.task} / {unit.arch}: {failure}"
+                report.seconds = time.perf_counter() - start
+                emit(progress, "build", len(report.built) + len(report.failed), len(todo[:max_units]), unit.task,
+                     report=report, unit=unit, failure=failure)
     report.seconds = time.perf_counter() - start
     return report

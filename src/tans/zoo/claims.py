@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar
 
 from tans._errors import TansError
-from tans._parallel import RayResources, SharedData, map_jobs
+from tans._parallel import RayResources, SharedData, WorkerPool, map_jobs
 from tans.zoo.store import Zoo, claim_owner
 
 __all__ = ["Claims", "LEASE_S", "run_claimed"]
@@ -111,6 +111,7 @@ class Claims:
 def run_claimed(
     zoo: Zoo, todo: list[U], fn: Callable[..., Any], *args: Any, report: Any, workers: int | None,
     ray_address: str | None, max_units: int | None, shared: SharedData, ray_resources: RayResources,
+    pool: WorkerPool | None = None,
 ) -> Iterator[Iterator[tuple[U, Any, str | None]]]:
     """Run ``fn`` on the units of ``todo`` that this builder claims: ``with run_claimed(...) as results``.
 
@@ -118,13 +119,14 @@ def run_claimed(
     worker takes it (:meth:`Claims.take`) and runs on :func:`tans._parallel.map_jobs`; ``results``
     yields ``(unit, output, failure)``. ``report`` gets the executor's ``workers`` and ``executor``;
     when the block ends, ``skipped`` grows by the units found stored when claimed and ``held``
-    counts those another builder holds. The leases are dropped however the block ends.
+    counts those another builder holds. The leases are dropped however the block ends. ``pool``:
+    the run's workers, started before it planned (:func:`tans._parallel.start_workers`).
     """
     with Claims(zoo) as claims:
         claimed = claims.take(todo, limit=max_units)
         results, report.workers, report.executor = map_jobs(
             fn, claimed, *args, workers=workers, ray_address=ray_address, count=len(todo[:max_units]),
-            shared=shared, ray_resources=ray_resources,
+            shared=shared, ray_resources=ray_resources, pool=pool,
         )
         yield results
     report.skipped, report.held = report.skipped + claims.done, claims.held

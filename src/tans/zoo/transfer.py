@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from tans._errors import TansError
-from tans._parallel import RayResources, SharedData
+from tans._parallel import RayResources, SharedData, start_workers
 from tans.progress import Progress, emit
 from tans.zoo._run import RunConfig, check_planned, failure_reason
 from tans.zoo.claims import run_claimed
@@ -369,26 +369,27 @@ def run_transfers(
         raise TansError(f"workers must be at least 1, got {workers}; omit it to use every core.")
     zoo = zoo if isinstance(zoo, Zoo) else Zoo.open(zoo)
     start = time.perf_counter()
-    units, model_ids, datasets = plan_transfers(zoo, config)
-    for dataset in datasets.values():
-        zoo.register_task(TaskRef(dataset.name, dataset.fingerprint, dataset.family, task_source(dataset), dataset.num_classes))
-    done = zoo.transfer_ids()
-    todo = [u for u in units if u.id not in done]
-    report = TransferReport(planned=len(units), skipped=len(units) - len(todo), models=len(model_ids),
-                            targets=len(datasets))
-    emit(progress, "plan", report.skipped, len(todo[:max_units]), f"{report.skipped} already recorded")
-    with run_claimed(zoo, todo, _run_unit, str(zoo.path), config, report=report, workers=workers,
-                     ray_address=ray_address, max_units=max_units,
-                     shared=SharedData(datasets, key=lambda unit: unit.target),
-                     ray_resources=config.ray_resources) as results:
-        for unit, record, failure in results:
-            if record is not None:
-                zoo.add_transfer(record)
-                report.added.append(unit.id)
-            else:
-                report.failed[unit.id] = f"{unit.target} / {unit.model_id}: {failure}"
-            report.seconds = time.perf_counter() - start
-            emit(progress, "transfer", len(report.added) + len(report.failed), len(todo[:max_units]), unit.target,
-                 report=report, unit=unit, failure=failure)
+    with start_workers(workers, ray_address) as pool:  # the workers import torch while the targets load
+        units, model_ids, datasets = plan_transfers(zoo, config)
+        for dataset in datasets.values():
+            zoo.register_task(TaskRef(dataset.name, dataset.fingerprint, dataset.family, task_source(dataset), dataset.num_classes))
+        done = zoo.transfer_ids()
+        todo = [u for u in units if u.id not in done]
+        report = TransferReport(planned=len(units), skipped=len(units) - len(todo), models=len(model_ids),
+                                targets=len(datasets))
+        emit(progress, "plan", report.skipped, len(todo[:max_units]), f"{report.skipped} already recorded")
+        with run_claimed(zoo, todo, _run_unit, str(zoo.path), config, report=report, workers=workers,
+                         ray_address=ray_address, max_units=max_units,
+                         shared=SharedData(datasets, key=lambda unit: unit.target),
+                         ray_resources=config.ray_resources, pool=pool) as results:
+            for unit, record, failure in results:
+                if record is not None:
+                    zoo.add_transfer(record)
+                    report.added.append(unit.id)
+                else:
+                    report.failed[unit.id] = f"{unit.target} / {unit.model_id}: {failure}"
+                report.seconds = time.perf_counter() - start
+                emit(progress, "transfer", len(report.added) + len(report.failed), len(todo[:max_units]), unit.target,
+                     report=report, unit=unit, failure=failure)
     report.seconds = time.perf_counter() - start
     return report
