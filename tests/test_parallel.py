@@ -79,7 +79,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_a_pool_started_early_runs_the_jobs_and_an_unused_one_closes_at_once():
-    # run_transfers and build_zoo start their workers before planning, so that the workers' imports
+    # run_transfers and build_zoo start workers before planning, so that the workers' imports
     # overlap it; a run that then finds nothing to do must not wait for those imports
     import multiprocessing
     import time

@@ -130,11 +130,11 @@ def _init_worker(parent: int) -> None:
 
 
 def _started() -> None:
-    """A no-op job: submitting one per worker makes the pool spawn them all now."""
+    """A no-op job: each one submitted to a fresh pool makes it spawn a worker now."""
 
 
 class WorkerPool:
-    """Spawned single-threaded worker processes, started at once; use as a context manager.
+    """Spawned single-threaded worker processes, some started at once; use as a context manager.
 
     A fresh worker spends seconds importing torch before its first job. Started before the driver's
     own preparation (planning, loading datasets), workers import while it works, on the cores it
