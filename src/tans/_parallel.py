@@ -129,6 +129,10 @@ def _init_worker(parent: int) -> None:
     torch.set_num_threads(1)
 
 
+# Workers a pool starts before its first job: enough to begin work the moment planning ends.
+EARLY_WORKERS = 4
+
+
 def _started() -> None:
     """A no-op job: each one submitted to a fresh pool makes it spawn a worker now."""
 
@@ -138,10 +142,11 @@ class WorkerPool:
 
     A fresh worker spends seconds importing torch before its first job. Started before the driver's
     own preparation (planning, loading datasets), workers import while it works, on the cores it
-    leaves idle: as many start at once as there are such cores (every core but one), the rest when
-    jobs come (on 2 cores, more would only slow the driver down: a resumed run with nothing left
-    took 6-7 s instead of 4.5). Workers exit when this process dies, however it dies. A pool that
-    ran no job is terminated at exit instead of waited for (nothing to do: no wait).
+    leaves idle: as many start at once as there are such cores (every core but one; on 2 cores,
+    both would slow the driver down: a resumed run with nothing left took 6-7 s instead of 4.5),
+    at most ``EARLY_WORKERS``, the rest when jobs come, so a small run on a large machine holds few
+    idle workers (each holds torch: ~300 MB). Workers exit when this process dies, however it dies.
+    A pool that ran no job is terminated at exit instead of waited for (nothing to do: no wait).
 
     Parameters
     ----------
@@ -158,7 +163,7 @@ class WorkerPool:
             workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(os.getpid(),)
         )
         # the executor spawns a process per job submitted while none is idle, up to ``workers``
-        for _ in range(min(workers, max(1, (os.cpu_count() or 1) - 1))):
+        for _ in range(min(workers, EARLY_WORKERS, max(1, (os.cpu_count() or 1) - 1))):
             self.executor.submit(_started)
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
