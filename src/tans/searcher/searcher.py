@@ -9,10 +9,11 @@ fine-tuning on other tasks. Search, step by step (:meth:`Searcher.search`):
    impossible budget raises the error of :func:`tans.index.require_allowed`, which names the
    smallest value the zoo has);
 3. stage 1, instant: the ``shortlist`` candidates most similar to the query from a FAISS index of
-   the zoo's model embeddings, re-ranked by the predictor's expected accuracy. A model's embedding
-   reads its architecture, cost, source accuracy and its source task's query embedding, so entries
-   added after meta-training are found with no retraining (the index is rebuilt when the zoo's set
-   of entry ids changes);
+   the zoo's model embeddings, re-ranked by the expected accuracy: the predictor's, blended with
+   each model's track record in the transfer records (:mod:`tans.searcher.track_record`). A
+   model's embedding reads its architecture, cost, source accuracy and its source task's query
+   embedding, so entries added after meta-training are found with no retraining (the index is
+   rebuilt when the zoo's set of entry ids changes; they have no track record until a refit);
 4. stage 2 (default; ``fast=True`` skips it): one forward pass of the top ``probe_k`` models on a
    class-balanced sample of the training split, training-free scores of their features (LogME and
    nearest-class-mean accuracy, :mod:`tans.searcher.probe`), fused with stage 1 by the combiner
@@ -62,6 +63,7 @@ from tans.searcher.meta_train import (
     query_batch,
     split_by_family,
 )
+from tans.searcher.track_record import TrackRecordBlend, track_record
 from tans.zoo.entry import ZooEntry
 from tans.zoo.store import Zoo
 
@@ -127,6 +129,11 @@ class _ZooCache:
     params: np.ndarray
     flops: np.ndarray
     latency_ms: np.ndarray
+    records: np.ndarray  # (n,) track records (0: none)
+    level_rows: np.ndarray  # positions whose mean prediction is stage 1's level on a query
+
+
+LEVEL_MODELS = 4096  # stage 1's level on a query is the mean prediction over at most this many models
 
 
 def _check_positive(name: str, value: Any) -> None:
@@ -186,6 +193,10 @@ class Searcher:
         :class:`~tans.searcher.meta_train.MetaTrainConfig`).
     use_functional, use_source : bool
         Model encoder reads functional embeddings / the source task's query embedding.
+    use_track_record : bool
+        Stage 1 blends the predictor's expected accuracy with each model's track record in the
+        transfer records, by weights fitted on the validation families
+        (:class:`~tans.searcher.track_record.TrackRecordBlend`).
     probe_k : int
         Stage 2 probes this many stage-1 candidates (0: no stage 2, no combiner). 6: replayed on
         leave-one-family-out records within the bench's budgets, 6 probes tie with 8 under p35 and
@@ -232,6 +243,7 @@ class Searcher:
         rank_within_budgets: bool = _META.rank_within_budgets,
         use_functional: bool = False,
         use_source: bool = True,
+        use_track_record: bool = True,
         probe_k: int = 6,
         probe_per_class: int = 20,
         probe_scores: tuple[str, ...] = ("logme", "ncm"),
@@ -259,6 +271,7 @@ class Searcher:
         self.rank_within_budgets = rank_within_budgets
         self.use_functional = use_functional
         self.use_source = use_source
+        self.use_track_record = use_track_record
         self.probe_k = probe_k
         self.probe_per_class = probe_per_class
         self.probe_scores = tuple(probe_scores)
@@ -343,7 +356,9 @@ class Searcher:
         -------
         Searcher
             ``self``, with ``extractor_``, ``net_``, ``combiner_`` (None without stage 2),
-            ``source_embeddings_``, ``result_`` (history), ``records_`` and ``zoo_info_``.
+            ``stage1_blend_`` and ``track_record_`` (None and empty without track records, or with
+            too few validation targets to fit the blend), ``source_embeddings_``, ``result_``
+            (history), ``records_`` and ``zoo_info_``.
 
         Raises
         ------
@@ -426,13 +441,40 @@ class Searcher:
         }
         self.zoo_info_ = {"path": str(zoo.path), "entries": len(entries), "sources": len(source_fps)}
         self.combiner_ = None
+        self.stage1_blend_ = None
+        self.track_record_ = {}
         self._cache.clear()
-        if self.probe_k > 0 and len(val_rows) >= 2:
+        if (self.probe_k > 0 or self.use_track_record) and len(val_rows) >= 2:
             inputs.targets = [MetaPool(p.name, p.features.cpu(), p.labels) for p in inputs.targets]
             inputs.sources = [MetaPool(p.name, p.features.cpu(), p.labels) for p in inputs.sources]
             _, predicted = evaluate_targets(net, inputs, val_rows, per_class=self.per_class, seed=self.seed)
-            self.combiner_ = self._fit_combiner(zoo, table, val_rows, predicted, datasets, progress)
+            if self.use_track_record:
+                predicted = self._fit_track_record(table, train_rows, val_rows, predicted)
+            if self.probe_k > 0:  # on stage 1 as searches will run it
+                self.combiner_ = self._fit_combiner(zoo, table, val_rows, predicted, datasets, progress)
+        if self.stage1_blend_ is not None:  # every record now: a search's dataset is new to all of them
+            self.track_record_ = {e.id: float(v) for e, v in zip(entries, track_record(table))}
         return self
+
+    def _fit_track_record(self, table, train_rows, val_rows, predicted: np.ndarray) -> np.ndarray:
+        """Fit stage 1's blend on the validation targets, reading track records of the training
+        targets only; returns the blended expected accuracy ``(len(val_rows), M)`` (``predicted``
+        unchanged if too few targets to fit)."""
+        records = track_record(table, train_rows)
+        chance = table.chance[val_rows][:, None].astype(np.float64)
+        predicted_lift = (predicted - chance) / (1.0 - chance)
+        actual_lift = (table.accuracy[val_rows] - chance) / (1.0 - chance)
+        cands = [table.candidates(r) for r in val_rows]
+        try:
+            blend = TrackRecordBlend().fit([predicted_lift[i, c] for i, c in enumerate(cands)],
+                                           [actual_lift[i, c] for i, c in enumerate(cands)],
+                                           [records[c] for c in cands])
+        except TansError:
+            return predicted
+        self.stage1_blend_ = blend
+        level = predicted_lift.mean(axis=1)  # over every zoo model, as a search's level
+        blended = np.stack([blend.apply(predicted_lift[i], records, level[i]) for i in range(len(val_rows))])
+        return chance + (1.0 - chance) * np.clip(blended, 0.0, 1.0)
 
     def _fit_combiner(self, zoo, table, rows, predicted, datasets, progress) -> ProbeCombiner:
         """Fit stage 2's fusion on targets stage 1 did not train on, plus label-shuffled null copies."""
@@ -527,7 +569,8 @@ class Searcher:
 
     @torch.no_grad()
     def predict(self, query: np.ndarray, model_embeddings: np.ndarray, *, chance: float) -> np.ndarray:
-        """Stage 1's expected test accuracy of each model on the query's dataset.
+        """The predictor's expected test accuracy of each model on the query's dataset (stage 1
+        blends it with the models' track records: :meth:`predict_entries`).
 
         Parameters
         ----------
@@ -570,15 +613,36 @@ class Searcher:
         -------
         (np.ndarray, np.ndarray)
             ``(n,)`` expected accuracies (in [chance, 1]) and ``(n,)`` ranking scores (higher is
-            better; stage 2's unclipped output when probed, so entries never tie at a bound).
+            better; unclipped, so entries never tie at a bound; stage 2's output when probed).
+
+        Raises
+        ------
+        TansError
+            If an entry is not in ``zoo``.
         """
         chance = 1.0 / max(dataset.num_classes, 1)
-        stage1 = self.predict(self.embed_dataset(dataset), self.embed_entries(entries, zoo), chance=chance)
+        cache = self._zoo_cache(zoo)
+        at = {entry_id: i for i, entry_id in enumerate(cache.key)}
+        missing = [e.id for e in entries if e.id not in at]
+        if missing:
+            raise TansError(f"predict_entries: {len(missing)} entries are not in the zoo at {zoo.path} (e.g. {missing[0]}).")
+        stage1, stage1_order = self._stage1(self.embed_dataset(dataset), cache,
+                                            np.array([at[e.id] for e in entries], dtype=np.int64), chance)
         if not probe or self.combiner_ is None:
-            return stage1, stage1
+            return stage1, stage1_order
         probes, probe_chance = self._probe(dataset, [e.id for e in entries], zoo)
         features = fusion_features(stage1, chance, probes, probe_chance)
         return chance + (1.0 - chance) * self.combiner_.predict(features), self.combiner_.decision(features)
+
+    def _stage1(self, query: np.ndarray, cache: _ZooCache, pos: np.ndarray, chance: float) -> tuple[np.ndarray, np.ndarray]:
+        """Stage 1's expected accuracy of the cached entries ``pos`` and its unclipped order score."""
+        acc = self.predict(query, cache.embeddings[pos], chance=chance).astype(np.float64)
+        if self.stage1_blend_ is None:
+            return acc, acc
+        level = self.predict(query, cache.embeddings[cache.level_rows], chance=chance).astype(np.float64).mean()
+        blended = self.stage1_blend_.apply((acc - chance) / (1.0 - chance), cache.records[pos],
+                                           (level - chance) / (1.0 - chance))
+        return chance + (1.0 - chance) * np.clip(blended, 0.0, 1.0), chance + (1.0 - chance) * blended
 
     def _zoo_cache(self, zoo: Zoo) -> _ZooCache:
         """Model embeddings and index of ``zoo``; rebuilt when its set of entry ids changed."""
@@ -598,6 +662,8 @@ class Searcher:
             params=np.array([e.params for e in entries], dtype=np.float64),
             flops=np.array([e.flops for e in entries], dtype=np.float64),
             latency_ms=np.array([e.latency_ms for e in entries], dtype=np.float64),
+            records=np.array([self.track_record_.get(e.id, 0.0) for e in entries], dtype=np.float64),
+            level_rows=np.unique(np.linspace(0, len(entries) - 1, min(len(entries), LEVEL_MODELS)).round().astype(np.int64)),
         )
         self._cache[str(zoo.path)] = cached
         return cached
@@ -695,9 +761,9 @@ class Searcher:
 
         tic = time.perf_counter()
         chance = 1.0 / max(dataset.num_classes, 1)
-        stage1 = self.predict(q, cache.embeddings[pos], chance=chance)
-        order = np.lexsort((-sims, -stage1))  # by expected accuracy, then similarity
-        predicted = stage1.astype(np.float64).copy()
+        stage1, stage1_order = self._stage1(q, cache, pos, chance)
+        order = np.lexsort((-sims, -stage1_order))  # by expected accuracy, then similarity
+        predicted = stage1.copy()
         seconds["rerank"] = time.perf_counter() - tic
 
         k = 0 if fast or self.combiner_ is None else min(probe_k or self.probe_k, len(order))
@@ -710,7 +776,7 @@ class Searcher:
             features = fusion_features(stage1[top], chance, probes, probe_chance)
             predicted[top] = chance + (1.0 - chance) * self.combiner_.predict(features)
             fused = self.combiner_.decision(features)  # unclipped: the order
-            order = np.concatenate([top[np.lexsort((-stage1[top], -fused))], order[k:]])
+            order = np.concatenate([top[np.lexsort((-stage1_order[top], -fused))], order[k:]])
             seconds["probe"] = time.perf_counter() - tic
 
         tuned: dict[int, float] = {}
@@ -806,6 +872,8 @@ class Searcher:
             "meta_train": self.result_.to_dict(),
             "records": self.records_,
             "combiner": None if self.combiner_ is None else self.combiner_.to_dict(),
+            "track_record": {"blend": None if self.stage1_blend_ is None else self.stage1_blend_.to_dict(),
+                             "models": self.track_record_},
             "source_fingerprints": sources,
             "zoo": self.zoo_info_,
         }
@@ -829,6 +897,7 @@ class Searcher:
             params = dict(config["params"])
             params["probe_scores"] = tuple(params.get("probe_scores", ()))
             params.setdefault("rank_within_budgets", False)  # fitted before the option: ranked every candidate
+            params.setdefault("use_track_record", False)  # fitted before track records: the predictor alone
             searcher = cls(**params)
             ext_cfg = dict(config["extractor"])
             ext_state = {k[len("extractor.") :]: v for k, v in tensors.items() if k.startswith("extractor.")}
@@ -840,11 +909,16 @@ class Searcher:
             if len(matrix) != len(fps):
                 raise KeyError("sources.embeddings does not match source_fingerprints")
             combiner = ProbeCombiner.from_dict(config["combiner"]) if config.get("combiner") else None
+            tracked = config.get("track_record") or {}
+            blend = TrackRecordBlend.from_dict(tracked["blend"]) if tracked.get("blend") else None
+            records = {str(k): float(v) for k, v in (tracked.get("models") or {}).items()}
         except (KeyError, TypeError, RuntimeError, ValueError) as exc:
             raise TansError(f"The searcher at '{path}' is inconsistent ({type(exc).__name__}: {exc}); re-run `tans meta-train`.") from None
         searcher.extractor_ = extractor
         searcher.net_ = net.eval()
         searcher.combiner_ = combiner
+        searcher.stage1_blend_ = blend
+        searcher.track_record_ = records
         searcher.source_embeddings_ = {fp: matrix[i] for i, fp in enumerate(fps)}
         meta = config.get("meta_train", {})
         searcher.result_ = MetaTrainResult(
