@@ -101,9 +101,9 @@ def evaluate_family(zoo: Zoo, family: str, params: dict, per_class: int, *, keep
         dataset = zoo.load_task(table.targets[t])
         chosen = [entries[j] for j in cands]
         acc = table.accuracy[t, cands].astype(np.float64)
-        stage1, _ = searcher.predict_entries(dataset, chosen, zoo=zoo, probe=False)
+        stage1, stage1_order = searcher.predict_entries(dataset, chosen, zoo=zoo, probe=False)
         scores = {
-            "stage 1": stage1,
+            "stage 1": stage1_order,
             "arch prior": np.array([arch_prior[e.arch] for e in chosen]),
             "static prior": np.array([np.mean(source_acc[e.arch]) for e in chosen]),
             "params": np.array([e.params for e in chosen], dtype=np.float64),
@@ -125,7 +125,7 @@ def evaluate_family(zoo: Zoo, family: str, params: dict, per_class: int, *, keep
             guess = {name: p[at] for name, p in predicted.items()}
             if probes:  # stage 1+2 as the search runs it within this scope's budget
                 here["stage 1+2"], guess["stage 1+2"] = _two_stage(searcher, dataset, [chosen[i] for i in at],
-                                                                   here["stage 1"], zoo)
+                                                                   here["stage 1"], guess["stage 1"], zoo)
             metrics = {}
             for name, score in here.items():
                 m = ranking_metrics(acc[at], np.nan_to_num(score, nan=-np.inf))
@@ -136,6 +136,7 @@ def evaluate_family(zoo: Zoo, family: str, params: dict, per_class: int, *, keep
             row[scope] = metrics | {"candidates": int(inside.sum())}
         if keep_scores:  # every candidate's scores, to study other fusions offline
             row["scores"] = {"ids": [e.id for e in chosen], "acc": acc.tolist(), "stage1": stage1.tolist(),
+                             "stage1_order": stage1_order.tolist(),
                              "params": [e.params for e in chosen], "chance": float(table.chance[t])}
             if found is not None:
                 row["scores"] |= {name: np.asarray(v, dtype=np.float64).tolist() for name, v in found.scores.items()}
@@ -156,15 +157,16 @@ def _family_job(family: str, zoo_path: str, params: dict, per_class: int, option
         return family, f"{type(exc).__name__}: {exc}"
 
 
-def _two_stage(searcher: Searcher, dataset, chosen: list, stage1: np.ndarray, zoo: Zoo) -> tuple[np.ndarray, np.ndarray]:
+def _two_stage(searcher: Searcher, dataset, chosen: list, stage1_order: np.ndarray, stage1: np.ndarray,
+               zoo: Zoo) -> tuple[np.ndarray, np.ndarray]:
     """Stage 1+2's order score and predicted accuracy: the top ``probe_k`` by stage 1 re-ordered by
     the fused expected accuracy, then the rest in stage-1 order."""
     k = min(searcher.probe_k, len(chosen))
-    top = np.argsort(-stage1, kind="stable")[:k]
+    top = np.argsort(-stage1_order, kind="stable")[:k]
     fused, order = searcher.predict_entries(dataset, [chosen[i] for i in top], zoo=zoo, probe=True)
     predicted = stage1.copy()
     predicted[top] = fused
-    two_stage = stage1 - 100.0  # below every probed model, in stage-1 order
+    two_stage = stage1_order - 100.0  # below every probed model, in stage-1 order
     two_stage[top] = order
     return two_stage, predicted
 

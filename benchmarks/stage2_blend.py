@@ -49,7 +49,8 @@ def replay(rows: list[dict], k: int, weights: dict[str, float],
     for row in rows:
         s = row["scores"]
         keep = np.ones(len(s["acc"]), bool) if max_params is None else np.asarray(s["params"]) <= max_params
-        acc, stage1 = np.asarray(s["acc"])[keep], np.asarray(s["stage1"])[keep]
+        acc = np.asarray(s["acc"])[keep]
+        stage1 = np.asarray(s.get("stage1_order", s["stage1"]))[keep]  # runs before track records had one score
         top = np.argsort(-stage1, kind="stable")[: min(k, len(stage1))]
         blend = sum(w * _z(np.asarray(s[name], dtype=np.float64)[keep][top]) for name, w in weights.items())
         score = stage1 - 100.0  # the unprobed, below every probed model, in stage-1 order

@@ -104,13 +104,14 @@ def test_meta_training_stops_early_without_a_better_score(records_zoo, records_c
 @pytest.mark.parametrize(
     "change",
     [{"set_encoder": name} for name in list_set_encoders()]
-    + [{"use_functional": True}, {"use_source": False}, {"rank_within_budgets": False}],
+    + [{"use_functional": True}, {"use_source": False}, {"rank_within_budgets": False}, {"use_track_record": False}],
     ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()),
 )
 def test_every_encoder_setting_fits_and_searches(records_zoo, records_configs, zoo, query, change):
     searcher = tiny(records_configs, epochs=1, steps_per_epoch=1, probe_k=0, **change).fit(records_zoo)
     assert (searcher.net_.model.functional_map is not None) == searcher.use_functional
     assert (searcher.net_.model.source_map is not None) == searcher.use_source
+    assert (searcher.stage1_blend_ is not None) == bool(searcher.track_record_) == searcher.use_track_record
     result = searcher.search(query, zoo=zoo, top_k=3)
     assert len(result.rows) == 3 and result.probed == 0
     assert all(0.2 <= r.predicted_acc <= 1 for r in result.rows)
@@ -127,6 +128,7 @@ def test_save_load_round_trip_gives_identical_searches(searcher, zoo, query, tmp
     assert loaded.get_params() == searcher.get_params()
     assert loaded.records_ == searcher.records_ and loaded.result_.best_epoch == searcher.result_.best_epoch
     assert loaded.combiner_.to_dict() == searcher.combiner_.to_dict()
+    assert loaded.stage1_blend_.to_dict() == searcher.stage1_blend_.to_dict() and loaded.track_record_ == searcher.track_record_
     np.testing.assert_allclose(loaded.embed_dataset(query), searcher.embed_dataset(query), atol=1e-6)
     for fast in (False, True):
         a = searcher.search(query, zoo=zoo, top_k=5, fast=fast)
@@ -143,6 +145,19 @@ def test_an_artifact_from_before_rank_within_budgets_says_it_ranked_every_candid
     del config["params"]["rank_within_budgets"]
     config_file.write_text(json.dumps(config))
     assert searcher.rank_within_budgets and not Searcher.load(path).rank_within_budgets
+
+
+def test_an_artifact_from_before_track_records_ranks_by_the_predictor_alone(searcher, zoo, query, tmp_path):
+    path = searcher.save(tmp_path / "old")
+    config_file = path / "searcher.json"
+    config = json.loads(config_file.read_text())
+    del config["params"]["use_track_record"], config["track_record"]
+    config_file.write_text(json.dumps(config))
+    old = Searcher.load(path)
+    assert not old.use_track_record and old.stage1_blend_ is None and old.track_record_ == {}
+    entries = zoo.entries()
+    alone = old.predict(old.embed_dataset(query), old.embed_entries(entries, zoo), chance=1 / query.num_classes)
+    np.testing.assert_allclose(old.predict_entries(query, entries, zoo=zoo)[0], alone, atol=1e-6)
 
 
 def test_save_load_through_a_url(searcher, query, memory_url, tmp_path):
@@ -283,6 +298,28 @@ def test_rows_are_ranked_by_predicted_accuracy_within_each_block(searcher, zoo, 
     for name in ("top_k", "probe_k", "shortlist"):
         with pytest.raises(TansError, match=f"{name} must be a positive integer"):
             searcher.search(query, zoo=zoo, **{name: 0})
+
+
+def test_fit_reads_the_track_records_of_the_recorded_models(searcher, zoo):
+    recorded = {r.model_id for r in zoo.transfers()}
+    assert searcher.stage1_blend_ is not None and searcher.stage1_blend_.rows > 0
+    assert set(searcher.track_record_) == {e.id for e in zoo.entries()}
+    assert {i for i, v in searcher.track_record_.items() if v != 0} <= recorded
+
+
+def test_a_better_track_record_moves_a_model_up_stage_one(searcher, zoo, query):
+    import copy
+
+    from tans.searcher.track_record import TrackRecordBlend
+
+    last = searcher.search(query, zoo=zoo, top_k=len(zoo), fast=True).rows[-1].id
+    boosted = copy.copy(searcher)
+    boosted._cache = {}
+    boosted.stage1_blend_ = TrackRecordBlend(weight=1.0, scale=1.0)
+    boosted.track_record_ = {**searcher.track_record_, last: 1e4}
+    result = boosted.search(query, zoo=zoo, top_k=3, fast=True)
+    assert result.best.id == last and result.best.stage1_acc == pytest.approx(1.0)  # clipped at a perfect score
+    assert searcher.search(query, zoo=zoo, top_k=1, fast=True).best.id != last  # the shared searcher is untouched
 
 
 @pytest.mark.parametrize("fast", [False, True], ids=["default", "fast"])

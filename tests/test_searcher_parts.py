@@ -27,6 +27,7 @@ from tans.searcher.encoders import ARCH_FEATURES, STATIC_FEATURES, SearcherNet, 
 from tans.searcher.experience import recipe_tag, transfer_table
 from tans.searcher.logme import log_evidence
 from tans.searcher.meta_train import ranking_metrics, split_by_family
+from tans.searcher.track_record import TrackRecordBlend, track_record
 from tans.space.functional import EMBEDDING_SIZE, PROBE_DIM, PROBE_IMAGES
 from tans.zoo import Zoo, ZooEntry, unit_key
 from tans.zoo.records import TransferRecord
@@ -474,6 +475,44 @@ def test_transfer_table_without_records_says_what_to_run(small_zoo):
     zoo, _ = small_zoo
     with pytest.raises(TansError, match=r"has no transfer records; .*run 'tans zoo transfer --zoo "):
         transfer_table(zoo)
+
+
+def test_track_record_is_a_shrunk_mean_of_within_target_z_scores(small_zoo):
+    zoo, (a, b, g) = small_zoo
+    zoo.add_transfers([
+        record(a.id, "t1", "digits", 0.8), record(g.id, "t1", "digits", 0.4),  # z: a +1, g -1
+        record(a.id, "t2", "glyphs", 0.6), record(b.id, "t2", "glyphs", 0.2),  # z: a +1, b -1
+        record(b.id, "t3", "glyphs", 0.5),  # alone on its target: no standing
+    ])  # fmt: skip
+    table = transfer_table(zoo)
+    col = {e.id: i for i, e in enumerate(table.entries)}
+    raw = np.zeros(3)
+    # two records of +1 with one pseudo-record at 0; one record of -1 each (t3 read nothing)
+    raw[[col[a.id], col[b.id], col[g.id]]] = [2 / 3, -1 / 2, -1 / 2]
+    np.testing.assert_allclose(track_record(table), raw / raw.std())  # in standard deviations over the zoo
+    only_t1 = track_record(table, rows=[table.names.index("t1")])  # b has no record on t1
+    raw[[col[a.id], col[b.id], col[g.id]]] = [1 / 2, 0, -1 / 2]
+    np.testing.assert_allclose(only_t1, raw / raw.std())
+
+
+def test_track_record_blend_fits_its_scale_and_keeps_it_non_negative():
+    rng = np.random.default_rng(0)
+    predicted = rng.uniform(0.1, 0.6, (8, 40))  # the predictor's lift of 40 models on 8 targets
+    records = rng.normal(0, 1, 40)
+    cands = [np.arange(5, 40)] * 8
+    truth = TrackRecordBlend(weight=2.0, scale=0.3)
+    actual = [truth.apply(p[c], records[c], p.mean(), p.std()) + t / 10 + rng.normal(0, 0.002, 35)  # + target offset
+              for t, (p, c) in enumerate(zip(predicted, cands))]
+    blend = TrackRecordBlend(weight=2.0).fit(predicted, actual, cands, records)
+    assert blend.scale == pytest.approx(0.3, abs=0.01) and blend.rows == 8 * 35
+    assert TrackRecordBlend.from_dict(json.loads(json.dumps(blend.to_dict()))).to_dict() == blend.to_dict()
+    # level + scale * ((predicted - level) + weight * spread * record)
+    np.testing.assert_allclose(blend.apply(np.array([0.2, 0.4]), np.array([0.0, 1.0]), 0.3, 0.1),
+                               [0.3 + blend.scale * -0.1, 0.3 + blend.scale * (0.1 + 0.2)])
+    backwards = TrackRecordBlend(weight=2.0).fit(predicted, [-a for a in actual], cands, records)
+    assert backwards.scale == 0.0  # an order that misleads is not turned around
+    with pytest.raises(TansError, match="two candidates it tells apart"):
+        TrackRecordBlend().fit(predicted[:, :1], [np.array([0.5])] * 8, [np.array([0])] * 8, records[:1])
 
 
 # ---------------------------------------------------------------- stage 2's combiner

@@ -46,6 +46,7 @@ SEARCHER_VARIANTS: dict[str, dict] = {
     "mean-pooling": {"set_encoder": "mean"},
     "with-functional": {"use_functional": True},
     "no-source": {"use_source": False},
+    "no-track-record": {"use_track_record": False},
 }
 
 
@@ -293,6 +294,7 @@ for _variant, _label in (
     ("mean-pooling", "ablation (stage 1): mean pooling"),
     ("with-functional", "ablation (stage 1): + functional embedding"),
     ("no-source", "ablation (stage 1): no source-task embedding"),
+    ("no-track-record", "ablation (stage 1): no track records (the predictor alone)"),
 ):
     register_method(Method(name=_variant, label=_label, rank=_searcher_rank(_variant, fast=True),
                            score=_searcher_score(_variant, probe=False), searcher=_variant))

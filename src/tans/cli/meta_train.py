@@ -22,6 +22,7 @@ def meta_train(
     extractor: Annotated[str | None, typer.Option(help="Feature extractor: tans-default or timm/<name>.")] = None,
     set_encoder: Annotated[str | None, typer.Option(help="Query pooling: attention or mean.")] = None,
     functional: Annotated[bool | None, typer.Option("--functional/--no-functional", help="Model encoder reads functional embeddings.")] = None,
+    track_record: Annotated[bool | None, typer.Option("--track-record/--no-track-record", help="Stage 1 blends in each model's track record in the transfer records.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
@@ -35,7 +36,7 @@ def meta_train(
     zoo_obj = open_zoo(zoo)
     out = out or default_searcher_path()
     options = {"epochs": epochs, "patience": patience, "val_fraction": val_fraction, "extractor": extractor,
-               "set_encoder": set_encoder, "use_functional": functional}
+               "set_encoder": set_encoder, "use_functional": functional, "use_track_record": track_record}
     searcher = Searcher(seed=seed, **{k: v for k, v in options.items() if v is not None})  # defaults: Searcher's
 
     def status(event) -> str:  # a meta-training epoch's validation metrics
@@ -51,7 +52,9 @@ def meta_train(
     result = searcher.result_
     combiner = searcher.combiner_.to_dict() if searcher.combiner_ is not None else None
     if as_json:
-        print_json({"searcher": str(path), "records": searcher.records_, **result.to_dict(), "combiner": combiner})
+        blend = searcher.stage1_blend_.to_dict() if searcher.stage1_blend_ is not None else None
+        print_json({"searcher": str(path), "records": searcher.records_, **result.to_dict(), "track_record_blend": blend,
+                    "combiner": combiner})
         return
     rows = [{"epoch": log.epoch, "lr": log.lr, "loss": log.loss, "tau": _fmt(log.tau), "regret": _fmt(log.regret, 2),
              "mae": _fmt(log.mae), "best": log.best} for log in result.history]
@@ -62,6 +65,10 @@ def meta_train(
         f"{len(result.train_targets)} training and {len(result.val_targets)} validation targets; kept epoch "
         f"{result.best_epoch}. tau = weightedtau(true acc, predicted, rank=None); regret in points."
     )
+    if searcher.stage1_blend_ is not None:
+        blend = searcher.stage1_blend_
+        console.print(f"Stage 1 track records: {sum(v != 0 for v in searcher.track_record_.values())} models; blend fitted on "
+                      f"{blend.rows} validation pairs: spread {blend.spread:+.3f}, weight {blend.weight:.3f}.")
     if combiner is not None:
         console.print(f"Stage 2 combiner: {combiner['rows']} rows; leave-one-target-out MAE of the accuracy lift: "
                       f"level {combiner['cv_mae']['level']:.3f}, order within a shortlist {combiner['cv_mae']['order']:.3f}.")

@@ -25,7 +25,7 @@ def search(
     max_flops: Annotated[int | None, typer.Option(help="At most this many FLOPs.")] = None,
     max_latency_ms: Annotated[float | None, typer.Option(help="At most this CPU latency (ms, batch 1).")] = None,
     top_k: Annotated[int | None, typer.Option(help="Models to return (default: the searcher's).")] = None,
-    shortlist: Annotated[int | None, typer.Option(help="Candidates ranked by stage 1 (default max(4 * top-k, 64)).")] = None,
+    shortlist: Annotated[int | None, typer.Option(help="Candidates ranked by stage 1 (default max(4 * top-k, 1024): every candidate of a zoo of up to 1,024 models).")] = None,
     fast: Annotated[bool, typer.Option("--fast", help="Stage 1 only: no forward pass of any candidate.")] = False,
     probe_k: Annotated[int | None, typer.Option(help="Stage-1 candidates stage 2 probes (default: the searcher's).")] = None,
     finetune_budget: Annotated[float | None, typer.Option(help="Seconds for stage 3: short fine-tunes of the probed candidates by successive halving, picked by validation accuracy.")] = None,

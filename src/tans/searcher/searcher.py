@@ -9,7 +9,8 @@ fine-tuning on other tasks. Search, step by step (:meth:`Searcher.search`):
    impossible budget raises the error of :func:`tans.index.require_allowed`, which names the
    smallest value the zoo has);
 3. stage 1, instant: the ``shortlist`` candidates most similar to the query from a FAISS index of
-   the zoo's model embeddings, re-ranked by the expected accuracy: the predictor's, blended with
+   the zoo's model embeddings (by default every candidate of a zoo of up to 1,024 models), ranked
+   by the expected accuracy: the predictor's, blended with
    each model's track record in the transfer records (:mod:`tans.searcher.track_record`). A
    model's embedding reads its architecture, cost, source accuracy and its source task's query
    embedding, so entries added after meta-training are found with no retraining (the index is
@@ -130,10 +131,11 @@ class _ZooCache:
     flops: np.ndarray
     latency_ms: np.ndarray
     records: np.ndarray  # (n,) track records (0: none)
-    level_rows: np.ndarray  # positions whose mean prediction is stage 1's level on a query
+    level_rows: np.ndarray  # positions whose predictions give stage 1's level and spread on a query
 
 
-LEVEL_MODELS = 4096  # stage 1's level on a query is the mean prediction over at most this many models
+SHORTLIST = 1024  # default candidates stage 1 ranks (a few ms of predictor on a CPU)
+LEVEL_MODELS = 4096  # stage 1 reads the level and spread of its predictions over at most this many models
 
 
 def _check_positive(name: str, value: Any) -> None:
@@ -466,14 +468,11 @@ class Searcher:
         actual_lift = (table.accuracy[val_rows] - chance) / (1.0 - chance)
         cands = [table.candidates(r) for r in val_rows]
         try:
-            blend = TrackRecordBlend().fit([predicted_lift[i, c] for i, c in enumerate(cands)],
-                                           [actual_lift[i, c] for i, c in enumerate(cands)],
-                                           [records[c] for c in cands])
+            blend = TrackRecordBlend().fit(predicted_lift, [actual_lift[i, c] for i, c in enumerate(cands)], cands, records)
         except TansError:
             return predicted
         self.stage1_blend_ = blend
-        level = predicted_lift.mean(axis=1)  # over every zoo model, as a search's level
-        blended = np.stack([blend.apply(predicted_lift[i], records, level[i]) for i in range(len(val_rows))])
+        blended = np.stack([blend.apply(p, records, p.mean(), p.std()) for p in predicted_lift])
         return chance + (1.0 - chance) * np.clip(blended, 0.0, 1.0)
 
     def _fit_combiner(self, zoo, table, rows, predicted, datasets, progress) -> ProbeCombiner:
@@ -639,9 +638,8 @@ class Searcher:
         acc = self.predict(query, cache.embeddings[pos], chance=chance).astype(np.float64)
         if self.stage1_blend_ is None:
             return acc, acc
-        level = self.predict(query, cache.embeddings[cache.level_rows], chance=chance).astype(np.float64).mean()
-        blended = self.stage1_blend_.apply((acc - chance) / (1.0 - chance), cache.records[pos],
-                                           (level - chance) / (1.0 - chance))
+        zoo_lift = (self.predict(query, cache.embeddings[cache.level_rows], chance=chance).astype(np.float64) - chance) / (1.0 - chance)
+        blended = self.stage1_blend_.apply((acc - chance) / (1.0 - chance), cache.records[pos], zoo_lift.mean(), zoo_lift.std())
         return chance + (1.0 - chance) * np.clip(blended, 0.0, 1.0), chance + (1.0 - chance) * blended
 
     def _zoo_cache(self, zoo: Zoo) -> _ZooCache:
@@ -701,7 +699,9 @@ class Searcher:
         top_k : int
             Models returned.
         shortlist : int, optional
-            Candidates retrieved by similarity and ranked by stage 1; default ``max(4 * top_k, 64)``.
+            Candidates retrieved by similarity and ranked by stage 1; default ``max(4 * top_k, SHORTLIST)``
+            (1,024): stage 1 ranks every candidate of a zoo up to that size, as its validation does,
+            and the similarity index only narrows larger zoos.
         fast : bool
             Stage 1 only: no forward pass of any candidate.
         probe_k : int, optional
@@ -753,7 +753,7 @@ class Searcher:
 
         tic = time.perf_counter()
         n_allowed = int(allowed.sum())
-        size = max(min(shortlist or max(4 * top_k, 64), n_allowed), min(top_k, n_allowed))
+        size = max(min(shortlist or max(4 * top_k, SHORTLIST), n_allowed), min(top_k, n_allowed))
         scores, pos = cache.index.search(q[None], size, allowed_ids=np.flatnonzero(allowed))
         keep = pos[0] >= 0
         sims, pos = scores[0][keep], pos[0][keep]
