@@ -10,11 +10,11 @@ fine-tuning on other tasks. Search, step by step (:meth:`Searcher.search`):
    smallest value the zoo has);
 3. stage 1, instant: the ``shortlist`` candidates most similar to the query from a FAISS index of
    the zoo's model embeddings (by default every candidate of a zoo of up to 1,024 models), ranked
-   by the expected accuracy: the predictor's, blended with
-   each model's track record in the transfer records (:mod:`tans.searcher.track_record`). A
-   model's embedding reads its architecture, cost, source accuracy and its source task's query
-   embedding, so entries added after meta-training are found with no retraining (the index is
-   rebuilt when the zoo's set of entry ids changes; they have no track record until a refit);
+   by the expected accuracy: the predictor's, blended with each model's track record in the
+   transfer records (:mod:`tans.searcher.track_record`). A model's embedding reads its
+   architecture, cost, source accuracy and its source task's query embedding, so entries added
+   after meta-training are found with no retraining (the index is rebuilt when the zoo's set of
+   entry ids changes; they have no track record until a refit);
 4. stage 2 (default; ``fast=True`` skips it): one forward pass of the top ``probe_k`` models on a
    class-balanced sample of the training split, training-free scores of their features (LogME and
    nearest-class-mean accuracy, :mod:`tans.searcher.probe`), fused with stage 1 by the combiner
@@ -197,7 +197,7 @@ class Searcher:
         Model encoder reads functional embeddings / the source task's query embedding.
     use_track_record : bool
         Stage 1 blends the predictor's expected accuracy with each model's track record in the
-        transfer records, by weights fitted on the validation families
+        transfer records: a fixed weight, one scale fitted on the validation families
         (:class:`~tans.searcher.track_record.TrackRecordBlend`).
     probe_k : int
         Stage 2 probes this many stage-1 candidates (0: no stage 2, no combiner). 6: replayed on
