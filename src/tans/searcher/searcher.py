@@ -638,8 +638,8 @@ class Searcher:
         acc = self.predict(query, cache.embeddings[pos], chance=chance).astype(np.float64)
         if self.stage1_blend_ is None:
             return acc, acc
-        zoo_lift = (self.predict(query, cache.embeddings[cache.level_rows], chance=chance).astype(np.float64) - chance) / (1.0 - chance)
-        blended = self.stage1_blend_.apply((acc - chance) / (1.0 - chance), cache.records[pos], zoo_lift.mean(), zoo_lift.std())
+        zoo_lift = lift(self.predict(query, cache.embeddings[cache.level_rows], chance=chance), chance)
+        blended = self.stage1_blend_.apply(lift(acc, chance), cache.records[pos], zoo_lift.mean(), zoo_lift.std())
         return chance + (1.0 - chance) * np.clip(blended, 0.0, 1.0), chance + (1.0 - chance) * blended
 
     def _zoo_cache(self, zoo: Zoo) -> _ZooCache:

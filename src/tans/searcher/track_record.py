@@ -17,11 +17,11 @@ targets (families stage 1 did not train on), as stage 2's combiner fixes its ble
 scale: a free weight per input, fitted on a few validation families, is noisy.
 
 Chosen by leave-one-family-out: replayed on the held-out stage-1 scores of
-benchmarks/results/searcher_quality.json (code of 7295eea), the blend with ``weight`` 2 and the
-scale fitted on the other families raised stage 1's weighted tau from 0.605 to 0.640 over every
-candidate, from 0.259 to 0.413 under the p35 budget and from 0.581 to 0.620 under p70 (weights 1
-to 4 within 0.005 of it everywhere; 0.5 lower under p35), while the mean absolute error of
-``predicted_acc`` rose from 0.064 to 0.068.
+benchmarks/results/searcher_quality.json as of commit c0d1670 (code of 7295eea), the blend with
+``weight`` 2 and the scale fitted on the other families raised stage 1's weighted tau from 0.605
+to 0.640 over every candidate, from 0.259 to 0.413 under the p35 budget and from 0.581 to 0.620
+under p70 (weights 1 to 4 within 0.005 of it everywhere; 0.5 lower under p35), while the mean
+absolute error of ``predicted_acc`` rose from 0.064 to 0.068 (0.065 in the rerun with this code).
 """
 
 from __future__ import annotations
