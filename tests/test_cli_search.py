@@ -45,7 +45,8 @@ def test_meta_train_json_reports_validation_records_and_the_combiner(records_zoo
     assert len(report["train_targets"]) == len(report["val_targets"]) == 2
     assert report["records"]["records"] == 16 and report["records"]["excluded_families"] == ["no-such-family"]
     assert report["combiner"] is not None and report["combiner"]["features"]["level"][0] == "stage1"
-    assert report["track_record_blend"]["weight"] == 2.0 and report["track_record_blend"]["scale"] >= 0
+    blend = report["track_record_blend"]
+    assert blend["weight"] == 2.0 and blend["temperature"] == 0.3 and blend["scale"] >= 0
 
 
 @pytest.mark.slow
@@ -53,7 +54,7 @@ def test_meta_train_table_names_the_track_record_blend_and_no_track_record_drops
     args = ("meta-train", "--zoo", records_zoo, "--epochs", 1, "--patience", 0, "--val-fraction", 0.5)
     code, stdout, err = run(capsys, *args, "--out", tmp_path / "with")
     assert code == 0, err
-    assert "Stage 1 track records: " in stdout and "(track-record weight 2)" in stdout
+    assert "Stage 1 track records: " in stdout and "(track-record weight 2, target temperature 0.3)" in stdout
     code, stdout, err = run(capsys, *args, "--out", tmp_path / "without", "--no-track-record", "--json")
     assert code == 0, err
     assert json.loads(stdout)["track_record_blend"] is None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -16,6 +18,7 @@ from tans.data.dataset import Dataset
 from tans.zoo.constraints import Constraints
 from tans.searcher import Searcher, list_set_encoders, make_extractor, query_sample
 from tans.searcher.artifact import CONFIG_NAME, WEIGHTS_NAME
+from tans.searcher.track_record import TARGET_TEMPERATURE, Standings, TrackRecordBlend, track_record
 from tans.zoo import Zoo
 from tans.zoo.records import TaskRef
 
@@ -111,7 +114,7 @@ def test_every_encoder_setting_fits_and_searches(records_zoo, records_configs, z
     searcher = tiny(records_configs, epochs=1, steps_per_epoch=1, probe_k=0, **change).fit(records_zoo)
     assert (searcher.net_.model.functional_map is not None) == searcher.use_functional
     assert (searcher.net_.model.source_map is not None) == searcher.use_source
-    assert (searcher.stage1_blend_ is not None) == bool(searcher.track_record_) == searcher.use_track_record
+    assert (searcher.stage1_blend_ is not None) == (searcher.track_record_ is not None) == searcher.use_track_record
     result = searcher.search(query, zoo=zoo, top_k=3)
     assert len(result.rows) == 3 and result.probed == 0
     assert all(0.2 <= r.predicted_acc <= 1 for r in result.rows)
@@ -128,7 +131,9 @@ def test_save_load_round_trip_gives_identical_searches(searcher, zoo, query, tmp
     assert loaded.get_params() == searcher.get_params()
     assert loaded.records_ == searcher.records_ and loaded.result_.best_epoch == searcher.result_.best_epoch
     assert loaded.combiner_.to_dict() == searcher.combiner_.to_dict()
-    assert loaded.stage1_blend_.to_dict() == searcher.stage1_blend_.to_dict() and loaded.track_record_ == searcher.track_record_
+    assert loaded.stage1_blend_.to_dict() == searcher.stage1_blend_.to_dict()
+    assert loaded.track_record_.model_ids == searcher.track_record_.model_ids
+    np.testing.assert_array_equal(loaded.track_record_.z, searcher.track_record_.z)
     np.testing.assert_allclose(loaded.embed_dataset(query), searcher.embed_dataset(query), atol=1e-6)
     for fast in (False, True):
         a = searcher.search(query, zoo=zoo, top_k=5, fast=fast)
@@ -154,7 +159,7 @@ def test_an_artifact_from_before_track_records_ranks_by_the_predictor_alone(sear
     del config["params"]["use_track_record"], config["track_record"]
     config_file.write_text(json.dumps(config))
     old = Searcher.load(path)
-    assert not old.use_track_record and old.stage1_blend_ is None and old.track_record_ == {}
+    assert not old.use_track_record and old.stage1_blend_ is None and old.track_record_ is None
     entries = zoo.entries()
     alone = old.predict(old.embed_dataset(query), old.embed_entries(entries, zoo), chance=1 / query.num_classes)
     np.testing.assert_allclose(old.predict_entries(query, entries, zoo=zoo)[0], alone, atol=1e-6)
@@ -303,20 +308,38 @@ def test_rows_are_ranked_by_predicted_accuracy_within_each_block(searcher, zoo, 
 def test_fit_reads_the_track_records_of_the_recorded_models(searcher, zoo):
     recorded = {r.model_id for r in zoo.transfers()}
     assert searcher.stage1_blend_ is not None and searcher.stage1_blend_.rows > 0
-    assert set(searcher.track_record_) == {e.id for e in zoo.entries()}
-    assert {i for i, v in searcher.track_record_.items() if v != 0} <= recorded
+    assert searcher.stage1_blend_.temperature == TARGET_TEMPERATURE
+    assert searcher.track_record_.model_ids == [e.id for e in zoo.entries()]
+    assert 0 < len(searcher.track_record_.z) <= len({r.target for r in zoo.transfers()})
+    assert set(searcher.track_record_.recorded()) <= recorded
+
+
+def test_an_artifact_from_before_target_weights_reads_one_standing_per_model(searcher, zoo, query, tmp_path):
+    path = searcher.save(tmp_path / "old")
+    config_file = path / "searcher.json"
+    config = json.loads(config_file.read_text())
+    uniform = track_record(searcher.track_record_.z)  # what such a searcher stored: every target counted once
+    config["track_record"]["models"] = dict(zip(searcher.track_record_.model_ids, uniform.tolist()))
+    del config["track_record"]["blend"]["temperature"]
+    config_file.write_text(json.dumps(config))
+    old = Searcher.load(path)  # its tensors still hold the standings; the JSON says which form to read
+    assert math.isinf(old.stage1_blend_.temperature) and len(old.track_record_.z) == 1
+    entries = zoo.entries()
+    equal = copy.copy(searcher)
+    equal._cache = {}
+    equal.stage1_blend_ = TrackRecordBlend.from_dict({**searcher.stage1_blend_.to_dict(), "temperature": None})
+    np.testing.assert_allclose(old.predict_entries(query, entries, zoo=zoo)[1], equal.predict_entries(query, entries, zoo=zoo)[1],
+                               atol=1e-6)
 
 
 def test_a_better_track_record_moves_a_model_up_stage_one(searcher, zoo, query):
-    import copy
-
-    from tans.searcher.track_record import TrackRecordBlend
-
     last = searcher.search(query, zoo=zoo, top_k=len(zoo), fast=True).rows[-1].id
     boosted = copy.copy(searcher)
     boosted._cache = {}
-    boosted.stage1_blend_ = TrackRecordBlend(weight=1.0, scale=1.0)
-    boosted.track_record_ = {**searcher.track_record_, last: 1e4}
+    boosted.stage1_blend_ = TrackRecordBlend(weight=1e4, scale=1.0)  # the record outweighs any prediction
+    z = np.where(np.isnan(searcher.track_record_.z), np.nan, 0.0)
+    z[:, searcher.track_record_.model_ids.index(last)] = 1.0  # above every other model on every target
+    boosted.track_record_ = Standings(searcher.track_record_.model_ids, z)
     result = boosted.search(query, zoo=zoo, top_k=3, fast=True)
     assert result.best.id == last and result.best.stage1_acc == pytest.approx(1.0)  # clipped at a perfect score
     assert searcher.search(query, zoo=zoo, top_k=1, fast=True).best.id != last  # the shared searcher is untouched

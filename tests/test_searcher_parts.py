@@ -4,6 +4,7 @@ split and metrics, the transfer table, and stage 2's combiner."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -27,7 +28,7 @@ from tans.searcher.encoders import ARCH_FEATURES, STATIC_FEATURES, SearcherNet, 
 from tans.searcher.experience import recipe_tag, transfer_table
 from tans.searcher.logme import log_evidence
 from tans.searcher.meta_train import ranking_metrics, split_by_family
-from tans.searcher.track_record import TrackRecordBlend, track_record
+from tans.searcher.track_record import Standings, TrackRecordBlend, standings, target_weights, track_record
 from tans.space.functional import EMBEDDING_SIZE, PROBE_DIM, PROBE_IMAGES
 from tans.zoo import Zoo, ZooEntry, unit_key
 from tans.zoo.records import TransferRecord
@@ -486,33 +487,63 @@ def test_track_record_is_a_shrunk_mean_of_within_target_z_scores(small_zoo):
     ])  # fmt: skip
     table = transfer_table(zoo)
     col = {e.id: i for i, e in enumerate(table.entries)}
+    z = standings(table)
+    assert z.shape == (2, 3)  # t3 has no standing to read
     raw = np.zeros(3)
-    # two records of +1 with one pseudo-record at 0; one record of -1 each (t3 read nothing)
+    # two records of +1 with one pseudo-record at 0; one record of -1 each
     raw[[col[a.id], col[b.id], col[g.id]]] = [2 / 3, -1 / 2, -1 / 2]
-    np.testing.assert_allclose(track_record(table), raw / raw.std())  # in standard deviations over the zoo
-    only_t1 = track_record(table, rows=[table.names.index("t1")])  # b has no record on t1
+    np.testing.assert_allclose(track_record(z), raw / raw.std())  # in standard deviations over the zoo
+    only_t1 = track_record(standings(table, rows=[table.names.index("t1")]))  # b has no record on t1
     raw[[col[a.id], col[b.id], col[g.id]]] = [1 / 2, 0, -1 / 2]
     np.testing.assert_allclose(only_t1, raw / raw.std())
+    t1 = [n for n in table.names if n != "t3"].index("t1")  # rows: the targets with a standing, in table order
+    t1_first = track_record(z, weights=np.where(np.arange(2) == t1, 2.0, 0.0))
+    raw[[col[a.id], col[b.id], col[g.id]]] = [2 / 3, 0, -2 / 3]  # t1's standings alone, counted twice
+    np.testing.assert_allclose(t1_first, raw / raw.std())
+
+
+def test_target_weights_favour_targets_whose_standings_look_like_the_profile():
+    rng = np.random.default_rng(0)
+    like, unlike = rng.normal(0, 1, 30), rng.normal(0, 1, 30)
+    z = np.stack([like, unlike, np.full(30, np.nan)])
+    z[1, :10] = np.nan  # a target need not have recorded every model
+    profile = 0.05 * like + 0.3  # lifts: the same order as the first target's standings
+    w = target_weights(profile, z, temperature=0.3)
+    assert w.mean() == pytest.approx(1.0) and w[0] > 3 * w[1] > 0
+    assert w[2] == pytest.approx(w[0] * np.exp(-1 / 0.3))  # no models in common: uncorrelated
+    np.testing.assert_allclose(target_weights(profile, z, temperature=math.inf), np.ones(3))
+    blend = TrackRecordBlend()
+    np.testing.assert_allclose(blend.records(profile, z), track_record(z, w))
+    np.testing.assert_allclose(blend.records(profile[:20], z, at=np.arange(20)), track_record(z, target_weights(profile[:20], z[:, :20])))
 
 
 def test_track_record_blend_fits_its_scale_and_keeps_it_non_negative():
     rng = np.random.default_rng(0)
     predicted = rng.uniform(0.1, 0.6, (8, 40))  # the predictor's lift of 40 models on 8 targets
-    records = rng.normal(0, 1, 40)
+    records = rng.normal(0, 1, (8, 40))  # each target's track records
     cands = [np.arange(5, 40)] * 8
     truth = TrackRecordBlend(weight=2.0, scale=0.3)
-    actual = [truth.apply(p[c], records[c], p.mean(), p.std()) + t / 10 + rng.normal(0, 0.002, 35)  # + target offset
-              for t, (p, c) in enumerate(zip(predicted, cands))]
+    actual = [truth.apply(p[c], r[c], p.mean(), p.std()) + t / 10 + rng.normal(0, 0.002, 35)  # + target offset
+              for t, (p, r, c) in enumerate(zip(predicted, records, cands))]
     blend = TrackRecordBlend(weight=2.0).fit(predicted, actual, cands, records)
     assert blend.scale == pytest.approx(0.3, abs=0.01) and blend.rows == 8 * 35
     assert TrackRecordBlend.from_dict(json.loads(json.dumps(blend.to_dict()))).to_dict() == blend.to_dict()
+    old = TrackRecordBlend.from_dict({"weight": 2.0, "scale": 0.5, "rows": 3})  # saved before target weights
+    assert math.isinf(old.temperature) and old.to_dict()["temperature"] is None
     # level + scale * ((predicted - level) + weight * spread * record)
     np.testing.assert_allclose(blend.apply(np.array([0.2, 0.4]), np.array([0.0, 1.0]), 0.3, 0.1),
                                [0.3 + blend.scale * -0.1, 0.3 + blend.scale * (0.1 + 0.2)])
     backwards = TrackRecordBlend(weight=2.0).fit(predicted, [-a for a in actual], cands, records)
     assert backwards.scale == 0.0  # an order that misleads is not turned around
     with pytest.raises(TansError, match="two candidates it tells apart"):
-        TrackRecordBlend().fit(predicted[:, :1], [np.array([0.5])] * 8, [np.array([0])] * 8, records[:1])
+        TrackRecordBlend().fit(predicted[:, :1], [np.array([0.5])] * 8, [np.array([0])] * 8, records[:, :1])
+
+
+def test_standings_by_id_fill_unknown_models_with_nan():
+    memory = Standings(["a", "b", "c"], np.array([[1.0, np.nan, -1.0], [np.nan, np.nan, 0.5]]))
+    got = memory.columns(["c", "new", "a"])
+    np.testing.assert_array_equal(got, [[-1.0, np.nan, 1.0], [0.5, np.nan, np.nan]])
+    assert memory.recorded() == ["a", "c"]
 
 
 # ---------------------------------------------------------------- stage 2's combiner

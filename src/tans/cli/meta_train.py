@@ -67,8 +67,10 @@ def meta_train(
     )
     if searcher.stage1_blend_ is not None:
         blend = searcher.stage1_blend_
-        console.print(f"Stage 1 track records: {sum(v != 0 for v in searcher.track_record_.values())} models; blend fitted on "
-                      f"{blend.rows} validation pairs: scale {blend.scale:.3f} (track-record weight {blend.weight:g}).")
+        tracked = searcher.track_record_
+        console.print(f"Stage 1 track records: {len(tracked.recorded())} models on {len(tracked.z)} targets; blend fitted on "
+                      f"{blend.rows} validation pairs: scale {blend.scale:.3f} (track-record weight {blend.weight:g}, "
+                      f"target temperature {blend.temperature:g}).")
     if combiner is not None:
         console.print(f"Stage 2 combiner: {combiner['rows']} rows; leave-one-target-out MAE of the accuracy lift: "
                       f"level {combiner['cv_mae']['level']:.3f}, order within a shortlist {combiner['cv_mae']['order']:.3f}.")

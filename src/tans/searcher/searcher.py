@@ -11,7 +11,8 @@ fine-tuning on other tasks. Search, step by step (:meth:`Searcher.search`):
 3. stage 1, instant: the ``shortlist`` candidates most similar to the query from a FAISS index of
    the zoo's model embeddings (by default every candidate of a zoo of up to 1,024 models), ranked
    by the expected accuracy: the predictor's, blended with each model's track record in the
-   transfer records (:mod:`tans.searcher.track_record`). A model's embedding reads its
+   transfer records, read mostly from the record targets whose outcomes look like what the
+   predictor expects on the query (:mod:`tans.searcher.track_record`). A model's embedding reads its
    architecture, cost, source accuracy and its source task's query embedding, so entries added
    after meta-training are found with no retraining (the index is rebuilt when the zoo's set of
    entry ids changes; they have no track record until a refit);
@@ -64,7 +65,7 @@ from tans.searcher.meta_train import (
     query_batch,
     split_by_family,
 )
-from tans.searcher.track_record import TrackRecordBlend, track_record
+from tans.searcher.track_record import Standings, TrackRecordBlend, standings
 from tans.zoo.entry import ZooEntry
 from tans.zoo.store import Zoo
 
@@ -130,7 +131,7 @@ class _ZooCache:
     params: np.ndarray
     flops: np.ndarray
     latency_ms: np.ndarray
-    records: np.ndarray  # (n,) track records (0: none)
+    standings: np.ndarray  # (K, n) record targets' standings of the entries (NaN: none)
     level_rows: np.ndarray  # positions whose predictions give stage 1's level and spread on a query
 
 
@@ -197,8 +198,9 @@ class Searcher:
         Model encoder reads functional embeddings / the source task's query embedding.
     use_track_record : bool
         Stage 1 blends the predictor's expected accuracy with each model's track record in the
-        transfer records: a fixed weight, one scale fitted on the validation families
-        (:class:`~tans.searcher.track_record.TrackRecordBlend`).
+        transfer records (its standings on the record targets, weighted by how much each target
+        looks like the query to the predictor): a fixed weight and temperature, one scale fitted
+        on the validation families (:class:`~tans.searcher.track_record.TrackRecordBlend`).
     probe_k : int
         Stage 2 probes this many stage-1 candidates (0: no stage 2, no combiner). 6: replayed on
         leave-one-family-out records within the bench's budgets, 6 probes tie with 8 under p35 and
@@ -358,8 +360,8 @@ class Searcher:
         -------
         Searcher
             ``self``, with ``extractor_``, ``net_``, ``combiner_`` (None without stage 2),
-            ``stage1_blend_`` and ``track_record_`` (None and empty without track records, or with
-            too few validation targets to fit the blend), ``source_embeddings_``, ``result_``
+            ``stage1_blend_`` and ``track_record_`` (the records' :class:`~tans.searcher.track_record.Standings`;
+            both None without track records, or with too few validation targets to fit the blend), ``source_embeddings_``, ``result_``
             (history), ``records_`` and ``zoo_info_``.
 
         Raises
@@ -444,7 +446,7 @@ class Searcher:
         self.zoo_info_ = {"path": str(zoo.path), "entries": len(entries), "sources": len(source_fps)}
         self.combiner_ = None
         self.stage1_blend_ = None
-        self.track_record_ = {}
+        self.track_record_ = None
         self._cache.clear()
         if (self.probe_k > 0 or self.use_track_record) and len(val_rows) >= 2:
             inputs.targets = [MetaPool(p.name, p.features.cpu(), p.labels) for p in inputs.targets]
@@ -455,24 +457,26 @@ class Searcher:
             if self.probe_k > 0:  # on stage 1 as searches will run it
                 self.combiner_ = self._fit_combiner(zoo, table, val_rows, predicted, datasets, progress)
         if self.stage1_blend_ is not None:  # every record now: a search's dataset is new to all of them
-            self.track_record_ = {e.id: float(v) for e, v in zip(entries, track_record(table))}
+            self.track_record_ = Standings([e.id for e in entries], standings(table))
         return self
 
     def _fit_track_record(self, table, train_rows, val_rows, predicted: np.ndarray) -> np.ndarray:
         """Fit stage 1's blend on the validation targets, reading track records of the training
         targets only; returns the blended expected accuracy ``(len(val_rows), M)`` (``predicted``
         unchanged if too few targets to fit)."""
-        records = track_record(table, train_rows)
         chance = table.chance[val_rows][:, None].astype(np.float64)
         predicted_lift = (predicted - chance) / (1.0 - chance)
         actual_lift = (table.accuracy[val_rows] - chance) / (1.0 - chance)
         cands = [table.candidates(r) for r in val_rows]
+        blend = TrackRecordBlend()
+        held = standings(table, train_rows)
+        records = np.stack([blend.records(p, held) for p in predicted_lift])
         try:
-            blend = TrackRecordBlend().fit(predicted_lift, [actual_lift[i, c] for i, c in enumerate(cands)], cands, records)
+            blend.fit(predicted_lift, [actual_lift[i, c] for i, c in enumerate(cands)], cands, records)
         except TansError:
             return predicted
         self.stage1_blend_ = blend
-        blended = np.stack([blend.apply(p, records, p.mean(), p.std()) for p in predicted_lift])
+        blended = np.stack([blend.apply(p, r, p.mean(), p.std()) for p, r in zip(predicted_lift, records)])
         return chance + (1.0 - chance) * np.clip(blended, 0.0, 1.0)
 
     def _fit_combiner(self, zoo, table, rows, predicted, datasets, progress) -> ProbeCombiner:
@@ -639,7 +643,8 @@ class Searcher:
         if self.stage1_blend_ is None:
             return acc, acc
         zoo_lift = lift(self.predict(query, cache.embeddings[cache.level_rows], chance=chance), chance)
-        blended = self.stage1_blend_.apply(lift(acc, chance), cache.records[pos], zoo_lift.mean(), zoo_lift.std())
+        records = self.stage1_blend_.records(zoo_lift, cache.standings, at=cache.level_rows)
+        blended = self.stage1_blend_.apply(lift(acc, chance), records[pos], zoo_lift.mean(), zoo_lift.std())
         return chance + (1.0 - chance) * np.clip(blended, 0.0, 1.0), chance + (1.0 - chance) * blended
 
     def _zoo_cache(self, zoo: Zoo) -> _ZooCache:
@@ -660,7 +665,8 @@ class Searcher:
             params=np.array([e.params for e in entries], dtype=np.float64),
             flops=np.array([e.flops for e in entries], dtype=np.float64),
             latency_ms=np.array([e.latency_ms for e in entries], dtype=np.float64),
-            records=np.array([self.track_record_.get(e.id, 0.0) for e in entries], dtype=np.float64),
+            standings=(self.track_record_.columns([e.id for e in entries]) if self.track_record_ is not None
+                       else np.zeros((0, len(entries)))),
             level_rows=np.unique(np.linspace(0, len(entries) - 1, min(len(entries), LEVEL_MODELS)).round().astype(np.int64)),
         )
         self._cache[str(zoo.path)] = cached
@@ -873,12 +879,14 @@ class Searcher:
             "records": self.records_,
             "combiner": None if self.combiner_ is None else self.combiner_.to_dict(),
             "track_record": {"blend": None if self.stage1_blend_ is None else self.stage1_blend_.to_dict(),
-                             "models": self.track_record_},
+                             "models": [] if self.track_record_ is None else self.track_record_.model_ids},
             "source_fingerprints": sources,
             "zoo": self.zoo_info_,
         }
         tensors = {f"extractor.{k}": v for k, v in self.extractor_.state_dict().items()}
         tensors.update({f"net.{k}": v for k, v in self.net_.state_dict().items()})
+        if self.track_record_ is not None:
+            tensors["track_record.standings"] = torch.from_numpy(self.track_record_.z)
         if sources:
             tensors["sources.embeddings"] = torch.from_numpy(np.stack([self.source_embeddings_[fp] for fp in sources]))
         return save_artifact(path, config, tensors)
@@ -911,7 +919,15 @@ class Searcher:
             combiner = ProbeCombiner.from_dict(config["combiner"]) if config.get("combiner") else None
             tracked = config.get("track_record") or {}
             blend = TrackRecordBlend.from_dict(tracked["blend"]) if tracked.get("blend") else None
-            records = {str(k): float(v) for k, v in (tracked.get("models") or {}).items()}
+            models = tracked.get("models") or []
+            if blend is None:
+                records = None
+            elif isinstance(models, dict):  # saved before target weights: one standing per model, counted once
+                records = Standings([str(k) for k in models], np.array([list(models.values())], dtype=np.float64))
+            else:
+                records = Standings([str(k) for k in models], tensors["track_record.standings"].double().numpy())
+                if records.z.shape[1] != len(models):
+                    raise KeyError("track_record.standings does not match track_record.models")
         except (KeyError, TypeError, RuntimeError, ValueError) as exc:
             raise TansError(f"The searcher at '{path}' is inconsistent ({type(exc).__name__}: {exc}); re-run `tans meta-train`.") from None
         searcher.extractor_ = extractor

@@ -1,0 +1,109 @@
+"""Stage 1's track-record blend, replayed on leave-one-family-out scores of the predictor alone.
+
+Reads the JSON that ``benchmarks/searcher_quality.py --keep-scores`` writes for a searcher whose
+stage 1 is the predictor alone (``--no-track-record``, or a run from before track records, such
+as benchmarks/results/searcher_quality.json at commit c0d1670). For each held-out target it
+rebuilds the records the fold's searcher could read (every candidate's accuracy on the targets of
+the *other* families, from the same file; records of a model on a target of its own source family
+are not in it), blends them into the held-out predictions as stage 1 does
+(:mod:`tans.searcher.track_record`), and prints weighted tau and top-1 regret over every candidate
+and within each budget of the run, for each target temperature and track-record weight, with the
+paired difference to equal target weights (a 95% bootstrap interval over targets; an interval
+that holds 0 is a tie). Ranking does not depend on the blend's fitted scale, so none is fitted.
+The level and spread of the predictor's lifts are read over the target's candidates (a search
+reads them over the zoo's models). Numbers here chose the defaults, so they are validation
+numbers, optimistic for the chosen ones.
+
+Rerun (seconds)::
+
+    git show c0d1670:benchmarks/results/searcher_quality.json > predictor-alone.json
+    .venv/bin/python benchmarks/track_record_replay.py predictor-alone.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import numpy as np
+from scipy.stats import weightedtau
+
+from tans.searcher.experience import TransferTable
+from tans.searcher.track_record import standings, target_weights, track_record
+
+TEMPERATURES = (math.inf, 1.0, 0.5, 0.3, 0.2, 0.1, 0.05)
+WEIGHTS = (1.0, 2.0, 4.0)
+
+
+def _records_table(rows: list[dict]) -> tuple[TransferTable, dict[str, int]]:
+    """Every target's recorded accuracy of its candidates, as a transfer table (columns: model ids)."""
+    ids = sorted({i for r in rows for i in r["scores"]["ids"]})
+    col = {m: k for k, m in enumerate(ids)}
+    acc = np.full((len(rows), len(ids)), np.nan, dtype=np.float32)
+    for t, r in enumerate(rows):
+        acc[t, [col[m] for m in r["scores"]["ids"]]] = r["scores"]["acc"]
+    names = [r["target"] for r in rows]
+    table = TransferTable(entries=ids, targets=names, names=names, families=[r["family"] for r in rows],  # ids stand for entries
+                          accuracy=acc, chance=np.array([r["scores"]["chance"] for r in rows]), recipe="", records=int((~np.isnan(acc)).sum()))
+    return table, col
+
+
+def replay(rows: list[dict], temperature: float, weight: float, limits: dict[str, int | None]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per scope, each target's (weighted tau, top-1 regret in points) of the blended stage 1."""
+    table, col = _records_table(rows)
+    held = {f: standings(table, [t for t, g in enumerate(table.families) if g != f]) for f in set(table.families)}
+    out: dict[str, list[tuple[float, float]]] = {scope: [] for scope in limits}
+    for row in rows:
+        s = row["scores"]
+        chance = s["chance"]
+        lift = (np.asarray(s["stage1"], dtype=np.float64) - chance) / (1 - chance)
+        acc = np.asarray(s["acc"], dtype=np.float64)
+        cols = np.array([col[m] for m in s["ids"]])
+        z = held[row["family"]]
+        weights = target_weights(lift, z[:, cols], temperature)
+        score = lift + weight * lift.std() * track_record(z, weights)[cols]
+        for scope, limit in limits.items():
+            keep = np.ones(len(acc), bool) if limit is None else np.asarray(s["params"]) <= limit
+            if keep.sum() >= 2:
+                a, o = acc[keep], score[keep]
+                out[scope].append((weightedtau(a, o, rank=None)[0], 100 * (a.max() - a[np.argmax(o)])))
+    return {scope: (np.array([v[0] for v in got]), np.array([v[1] for v in got])) for scope, got in out.items()}
+
+
+def _interval(diff: np.ndarray, rng: np.random.Generator) -> str:
+    boots = [diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(4000)]
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return f"{diff.mean():+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("scores", help="searcher_quality.json of the predictor alone, written with --keep-scores")
+    args = parser.parse_args()
+    with open(args.scores) as fh:
+        data = json.load(fh)
+    rows = [r for r in data["targets_detail"] if "scores" in r]
+    if not rows:
+        raise SystemExit(f"{args.scores} holds no per-candidate scores; rerun searcher_quality.py with --keep-scores.")
+    limits = data.get("scopes", {"all": None})
+    print(f"# Stage 1's track-record blend, replayed on {args.scores}\n")
+    print(f"{len(rows)} held-out targets of {len({r['family'] for r in rows})} families; run: "
+          f"`{data.get('command', '?')}`. Weighted tau (true order) and top-1 regret (points), mean over targets; "
+          "Δ: paired difference to equal target weights (temperature inf) at the same weight, 95% bootstrap over targets.\n")
+    alone = replay(rows, math.inf, 0.0, limits)
+    header = " | ".join(f"tau {s} | regret {s} | Δ tau {s}" for s in limits)
+    print(f"| weight | temperature | {header} |\n|" + "---|" * (2 + 3 * len(limits)))
+    print("| 0 (predictor alone) | - | " + " | ".join(f"{alone[s][0].mean():.3f} | {alone[s][1].mean():.2f} | -" for s in limits) + " |")
+    for weight in WEIGHTS:
+        equal = replay(rows, math.inf, weight, limits)
+        for temperature in TEMPERATURES:
+            got = equal if math.isinf(temperature) else replay(rows, temperature, weight, limits)
+            rng = np.random.default_rng(0)
+            cells = [f"{got[s][0].mean():.3f} | {got[s][1].mean():.2f} | "
+                     + ("-" if math.isinf(temperature) else _interval(got[s][0] - equal[s][0], rng)) for s in limits]
+            print(f"| {weight:g} | {temperature:g} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
