@@ -20,13 +20,14 @@ families, is noisy.
 
 Why weight the targets: what transfers differs between kinds of data. Replayed on the
 leave-one-family-out stage-1 scores (benchmarks/results/searcher_quality.json as of commit
-c0d1670), glyph families ranked by the records of glyph targets alone reach a weighted tau of
-0.65 over every candidate, by the records of the other targets (emoji, digits) alone 0.33.
+c0d1670; benchmarks/track_record_replay.py), stage 1 ranks the held-out glyph targets with a
+weighted tau of 0.777 over every candidate when it reads the records of glyph targets alone, 0.565
+with those of the other targets (emoji, digits) alone, 0.767 with all of them.
 Weighting every target by a softmax over the correlation between its standings and the
 predictor's lifts of the same models on the query (temperature 0.3) reads the records of data
 like the query's without naming kinds of data: it raised that replay's tau from 0.643 to 0.650
 over every candidate, 0.409 to 0.427 under the p35 budget and 0.620 to 0.623 under p70
-(temperatures 0.2 to 1 within 0.005 of it; 0.1 and below fall back).
+(temperatures 0.2 to 1 within 0.007 of it; 0.1 and below lower).
 
 The blend itself was chosen on the same scores (code of 7295eea): ``weight`` 2 with uniform
 target weights raised stage 1's tau from 0.605 to 0.640 over every candidate, from 0.259 to
