@@ -93,6 +93,8 @@ def evaluate_family(zoo: Zoo, family: str, params: dict, per_class: int, *, keep
     source_acc: dict[str, list[float]] = {}
     for e in entries:
         source_acc.setdefault(e.arch, []).append(e.val_acc)
+    if keep_scores:  # the fold's query embeddings of its record targets, to study target weights offline
+        record_embeddings = {table.names[t]: searcher.embed_dataset(zoo.load_task(table.targets[t])) for t in train}
     rows = []
     for t in (t for t, f in enumerate(table.families) if f == family):
         cands = table.candidates(t)
@@ -138,6 +140,8 @@ def evaluate_family(zoo: Zoo, family: str, params: dict, per_class: int, *, keep
             row["scores"] = {"ids": [e.id for e in chosen], "acc": acc.tolist(), "stage1": stage1.tolist(),
                              "stage1_order": stage1_order.tolist(),
                              "params": [e.params for e in chosen], "chance": float(table.chance[t])}
+            query = searcher.embed_dataset(dataset)  # unit vectors: the dot product is the cosine
+            row["scores"]["similarity"] = {name: float(query @ e) for name, e in record_embeddings.items()}
             if found is not None:
                 row["scores"] |= {name: np.asarray(v, dtype=np.float64).tolist() for name, v in found.scores.items()}
                 row["scores"]["probe_chance"] = float(found.chance)
@@ -233,7 +237,8 @@ def main() -> None:
                         help="held-out families fitted at once, each in a one-thread process")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--keep-scores", action="store_true",
-                        help="also write every candidate's scores per target to searcher_quality.json")
+                        help="also write every candidate's scores per target, and the query embedding's cosine "
+                             "similarity to each record target's, to searcher_quality.json")
     args = parser.parse_args()
     start = time.perf_counter()
     zoo = Zoo.open(args.zoo)
