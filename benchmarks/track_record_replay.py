@@ -10,7 +10,10 @@ are not in it), blends them into the held-out predictions as stage 1 does
 and within each budget of the run, for each target temperature and track-record weight, with the
 paired difference to equal target weights (a 95% bootstrap interval over targets; an interval
 that holds 0 is a tie), then the held-out glyph targets ranked with the records of glyph targets
-only and of the other targets only. Ranking does not depend on the blend's fitted scale, so none is fitted.
+only and of the other targets only. When the file holds each held-out target's query-embedding
+similarity to the fold's record targets (``--keep-scores`` since commit 5a19e60), it also replays
+target weights that add that similarity, over a temperature, to the profile's softmax logits.
+Ranking does not depend on the blend's fitted scale, so none is fitted.
 The level and spread of the predictor's lifts are read over the target's candidates (a search
 reads them over the zoo's models). Numbers here chose the defaults, so they are validation
 numbers, optimistic for the chosen ones.
@@ -18,7 +21,11 @@ numbers, optimistic for the chosen ones.
 Rerun (seconds)::
 
     git show c0d1670:benchmarks/results/searcher_quality.json > predictor-alone.json
-    .venv/bin/python benchmarks/track_record_replay.py predictor-alone.json
+    .venv/bin/python benchmarks/track_record_replay.py predictor-alone.json  # -> track_record_replay.md
+    .venv/bin/python benchmarks/track_record_replay.py benchmarks/results/searcher_quality_predictor_alone.json
+    # -> track_record_replay_similarity.md; that input came from (9 minutes on 2 cores):
+    .venv/bin/python benchmarks/searcher_quality.py --zoo zoo-bench --workers 2 --no-probes --keep-scores \
+        --searcher-json '{"use_track_record": false, "probe_k": 0}' --out DIR
 """
 
 from __future__ import annotations
@@ -32,10 +39,11 @@ import numpy as np
 from scipy.stats import weightedtau
 
 from tans.searcher.experience import TransferTable
-from tans.searcher.track_record import standings, target_weights, track_record
+from tans.searcher.track_record import TARGET_TEMPERATURE, standing_rows, standings, target_weights, track_record
 
 TEMPERATURES = (math.inf, 1.0, 0.5, 0.3, 0.2, 0.1, 0.05)
 WEIGHTS = (1.0, 2.0, 4.0)
+SIMILARITY_TEMPERATURES = (math.inf, 1.0, 0.3, 0.1, 0.05, 0.03, 0.01)
 
 
 def _records_table(rows: list[dict]) -> tuple[TransferTable, dict[str, int]]:
@@ -53,14 +61,18 @@ def _records_table(rows: list[dict]) -> tuple[TransferTable, dict[str, int]]:
 
 def replay(rows: list[dict], temperature: float, weight: float, limits: dict[str, int | None],
            records_of: Callable[[str], bool] = lambda family: True,
-           ranked: Callable[[str], bool] = lambda family: True) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+           ranked: Callable[[str], bool] = lambda family: True,
+           similarity_temperature: float = math.inf) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per scope, each target's (weighted tau, top-1 regret in points) of the blended stage 1.
 
     ``records_of`` keeps the record targets of the families it accepts, ``ranked`` the held-out
-    targets of the families it accepts.
+    targets of the families it accepts. ``similarity_temperature`` weighs the record targets by
+    the fold's query-embedding similarity too (rows written with it: ``scores["similarity"]``).
     """
     table, col = _records_table(rows)
-    held = {f: standings(table, [t for t, g in enumerate(table.families) if g != f and records_of(g)]) for f in set(table.families)}
+    kept = {f: standing_rows(table, [t for t, g in enumerate(table.families) if g != f and records_of(g)])
+            for f in set(table.families)}
+    held = {f: standings(table, k) for f, k in kept.items()}
     out: dict[str, list[tuple[float, float]]] = {scope: [] for scope in limits}
     for row in (r for r in rows if ranked(r["family"])):
         s = row["scores"]
@@ -70,6 +82,10 @@ def replay(rows: list[dict], temperature: float, weight: float, limits: dict[str
         cols = np.array([col[m] for m in s["ids"]])
         z = held[row["family"]]
         weights = target_weights(lift, z[:, cols], temperature)
+        if not math.isinf(similarity_temperature):  # a second softmax term: the logits add, the weights multiply
+            similarity = np.array([s["similarity"][table.names[k]] for k in kept[row["family"]]])
+            weights = weights * np.exp((similarity - similarity.max()) / similarity_temperature)
+            weights /= weights.mean()
         score = lift + weight * lift.std() * track_record(z, weights)[cols]
         for scope, limit in limits.items():
             keep = np.ones(len(acc), bool) if limit is None else np.asarray(s["params"]) <= limit
@@ -83,6 +99,27 @@ def _interval(diff: np.ndarray, rng: np.random.Generator) -> str:
     boots = [diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(4000)]
     lo, hi = np.percentile(boots, [2.5, 97.5])
     return f"{diff.mean():+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+
+def _similarity_table(rows: list[dict], limits: dict[str, int | None]) -> None:
+    """Target weights that also read the query embedding's similarity to each record target."""
+    weight = WEIGHTS[1]
+    default = replay(rows, TARGET_TEMPERATURE, weight, limits)
+    emoji = replay(rows, TARGET_TEMPERATURE, weight, {"all": None}, ranked=lambda f: not f.startswith("glyphs"))
+    print(f"\nWith the query embedding's similarity to each record target (weight {weight:g}); Δ: paired difference "
+          f"to profile weights alone (temperature {TARGET_TEMPERATURE:g}, the default), 95% bootstrap over targets; "
+          "last column: tau over every candidate of the held-out targets of the other families (emoji, digits).\n")
+    header = " | ".join(f"tau {s} | Δ tau {s}" for s in limits)
+    print(f"| temperature | similarity temperature | {header} | tau, non-glyph targets |\n|" + "---|" * (3 + 2 * len(limits)))
+    for temperature in (math.inf, TARGET_TEMPERATURE):
+        for sim_t in SIMILARITY_TEMPERATURES:
+            got = replay(rows, temperature, weight, limits, similarity_temperature=sim_t)
+            other = replay(rows, temperature, weight, {"all": None}, ranked=lambda f: not f.startswith("glyphs"),
+                           similarity_temperature=sim_t)
+            rng = np.random.default_rng(0)
+            cells = [f"{got[s][0].mean():.3f} | " + _interval(got[s][0] - default[s][0], rng) for s in limits]
+            print(f"| {temperature:g} | {sim_t:g} | " + " | ".join(cells) + f" | {other['all'][0].mean():.3f} |")
+    print(f"\n(profile weights alone, non-glyph targets: {emoji['all'][0].mean():.3f})")
 
 
 def main() -> None:
@@ -111,6 +148,8 @@ def main() -> None:
             cells = [f"{got[s][0].mean():.3f} | {got[s][1].mean():.2f} | "
                      + ("-" if math.isinf(temperature) else _interval(got[s][0] - equal[s][0], rng)) for s in limits]
             print(f"| {weight:g} | {temperature:g} | " + " | ".join(cells) + " |")
+    if all("similarity" in r["scores"] for r in rows):
+        _similarity_table(rows, limits)
     # Why weight targets: what the records say depends on the kind of data they were taken on.
     glyphs = [r["family"] for r in rows if r["family"].startswith("glyphs")]
     print(f"\nHeld-out glyph targets only ({len(glyphs)}), weight {WEIGHTS[1]:g}, equal target weights, tau over every "

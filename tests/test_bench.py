@@ -28,6 +28,7 @@ from tans.bench import (
 )
 from tans.bench.methods import SEARCHER_VARIANTS
 from tans.bench.protocol import _fit_searchers
+from tans.searcher.track_record import TARGET_TEMPERATURE
 from tans.cli.main import main
 from tans.data import load_dataset
 from tans.data.catalogue import get_task
@@ -280,6 +281,13 @@ def test_tiny_end_to_end_run_writes_the_report_and_resumes(zoo_dir, configs, tmp
     searchers, _ = _fit_searchers(config, Zoo.open(zoo_dir), out, ["main"], ["icons"], None)
     assert searchers["main"].rank_within_budgets is True
     assert json.loads(meta.read_text())["params"]["rank_within_budgets"] is True
+    # So is one whose stage-1 blend has other fixed settings (here: from before target weights).
+    stored = json.loads(meta.read_text())
+    stored["track_record"]["blend"]["temperature"] = None
+    meta.write_text(json.dumps(stored))
+    searchers, _ = _fit_searchers(config, Zoo.open(zoo_dir), out, ["main"], ["icons"], None)
+    assert searchers["main"].stage1_blend_.temperature == TARGET_TEMPERATURE
+    assert json.loads(meta.read_text())["track_record"]["blend"]["temperature"] == TARGET_TEMPERATURE
 
 
 def test_a_test_dataset_of_a_zoo_family_is_refused(zoo_dir, configs, tmp_path):

@@ -28,7 +28,7 @@ from tans.searcher.encoders import ARCH_FEATURES, STATIC_FEATURES, SearcherNet, 
 from tans.searcher.experience import recipe_tag, transfer_table
 from tans.searcher.logme import log_evidence
 from tans.searcher.meta_train import ranking_metrics, split_by_family
-from tans.searcher.track_record import Standings, TrackRecordBlend, standings, target_weights, track_record
+from tans.searcher.track_record import Standings, TrackRecordBlend, standing_rows, standings, target_weights, track_record
 from tans.space.functional import EMBEDDING_SIZE, PROBE_DIM, PROBE_IMAGES
 from tans.zoo import Zoo, ZooEntry, unit_key
 from tans.zoo.records import TransferRecord
@@ -489,6 +489,7 @@ def test_track_record_is_a_shrunk_mean_of_within_target_z_scores(small_zoo):
     col = {e.id: i for i, e in enumerate(table.entries)}
     z = standings(table)
     assert z.shape == (2, 3)  # t3 has no standing to read
+    assert [table.names[r] for r in standing_rows(table)] == [n for n in table.names if n != "t3"]
     raw = np.zeros(3)
     # two records of +1 with one pseudo-record at 0; one record of -1 each
     raw[[col[a.id], col[b.id], col[g.id]]] = [2 / 3, -1 / 2, -1 / 2]

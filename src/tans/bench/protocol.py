@@ -124,6 +124,7 @@ def _as_tuple(value):
 def _fit_searchers(config: BenchConfig, zoo, out_dir: Path, variants: list[str], test_families: list[str],
                    progress: Progress | None):
     from tans.searcher import Searcher
+    from tans.searcher.track_record import TrackRecordBlend
 
     searchers, seconds = {}, {}
     for i, variant in enumerate(variants):
@@ -138,6 +139,8 @@ def _fit_searchers(config: BenchConfig, zoo, out_dir: Path, variants: list[str],
                 # every setting, defaults included: an artifact from before a default changed is refitted
                 wanted, have = Searcher(**params).get_params(), loaded.get_params()
                 same = all(_as_tuple(have.get(k)) == _as_tuple(v) for k, v in wanted.items() if k != "device")
+                blend, fixed = loaded.stage1_blend_, TrackRecordBlend()  # and the blend's fixed settings
+                same = same and (blend is None or (blend.weight, blend.temperature) == (fixed.weight, fixed.temperature))
                 same_data = (loaded.zoo_info_.get("entries") == len(zoo)
                              and loaded.records_.get("excluded_families") == sorted(test_families)
                              and loaded.records_.get("records") == sum(r.target_family not in test_families

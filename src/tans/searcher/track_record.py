@@ -47,12 +47,20 @@ import numpy as np
 from tans._errors import TansError
 from tans.searcher.experience import TransferTable
 
-__all__ = ["PRIOR_RECORDS", "TRACK_RECORD_WEIGHT", "TARGET_TEMPERATURE", "Standings", "standings",
+__all__ = ["PRIOR_RECORDS", "TRACK_RECORD_WEIGHT", "TARGET_TEMPERATURE", "Standings", "standing_rows", "standings",
            "target_weights", "track_record", "TrackRecordBlend"]
 
 PRIOR_RECORDS = 1.0  # pseudo-records at 0 (an average model): one record counts half
 TRACK_RECORD_WEIGHT = 2.0  # chosen by leave-one-family-out (module docstring)
 TARGET_TEMPERATURE = 0.3  # softmax temperature of target weights, chosen by leave-one-family-out
+
+
+def standing_rows(table: TransferTable, rows: Sequence[int] | None = None) -> list[int]:
+    """The target rows of ``rows`` (default: every target) with a standing to read: two recorded
+    models or more, not all equal. :func:`standings` returns one row per row here, in this order."""
+    rows = range(len(table.targets)) if rows is None else rows
+    observed = table.observed
+    return [r for r in rows if observed[r].sum() >= 2 and table.accuracy[r, observed[r]].astype(np.float64).std() >= 1e-12]
 
 
 def standings(table: TransferTable, rows: Sequence[int] | None = None) -> np.ndarray:
@@ -70,15 +78,12 @@ def standings(table: TransferTable, rows: Sequence[int] | None = None) -> np.nda
     -------
     np.ndarray
         ``(K, M)`` float64 in the table's column order, NaN where a model has no record; one row
-        per target of ``rows`` with a standing to read (two models or more, not all equal).
+        per target of :func:`standing_rows` (``rows`` with a standing to read).
     """
-    rows = range(len(table.targets)) if rows is None else rows
     out = []
-    for r in rows:
+    for r in standing_rows(table, rows):
         seen = np.flatnonzero(table.observed[r])
         acc = table.accuracy[r, seen].astype(np.float64)
-        if len(seen) < 2 or acc.std() < 1e-12:
-            continue  # one model, or all equal: no standing to read
         z = np.full(len(table.entries), np.nan)
         z[seen] = (acc - acc.mean()) / acc.std()
         out.append(z)
