@@ -23,7 +23,7 @@ Rerun (seconds)::
     git show c0d1670:benchmarks/results/searcher_quality.json > predictor-alone.json
     .venv/bin/python benchmarks/track_record_replay.py predictor-alone.json  # -> track_record_replay.md
     .venv/bin/python benchmarks/track_record_replay.py benchmarks/results/searcher_quality_predictor_alone.json
-    # -> track_record_replay_similarity.md; that input came from (9 minutes on 2 cores):
+    # -> stage1_levers_rejected.md (add --mean-with FILE of a run with "seed": 1); that input came from (9 minutes on 2 cores):
     .venv/bin/python benchmarks/searcher_quality.py --zoo zoo-bench --workers 2 --no-probes --keep-scores \
         --searcher-json '{"use_track_record": false, "probe_k": 0}' --out DIR
 """
@@ -125,14 +125,26 @@ def _similarity_table(rows: list[dict], limits: dict[str, int | None]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("scores", help="searcher_quality.json of the predictor alone, written with --keep-scores")
+    parser.add_argument("--mean-with", nargs="*", default=[], metavar="SCORES",
+                        help="more such files of the same records (other seeds): replay the mean of their predictions")
     args = parser.parse_args()
     with open(args.scores) as fh:
         data = json.load(fh)
     rows = [r for r in data["targets_detail"] if "scores" in r]
     if not rows:
         raise SystemExit(f"{args.scores} holds no per-candidate scores; rerun searcher_quality.py with --keep-scores.")
+    for other in args.mean_with:  # an ensemble of predictors, one per file
+        with open(other) as fh:
+            more = {r["target"]: r["scores"] for r in json.load(fh)["targets_detail"] if "scores" in r}
+        for r in rows:
+            if r["target"] not in more or more[r["target"]]["ids"] != r["scores"]["ids"]:
+                raise SystemExit(f"{other} does not score the candidates of {r['target']} that {args.scores} does.")
+            r["scores"]["stage1"] = (np.add(r["scores"]["stage1"], more[r["target"]]["stage1"])).tolist()
+    for r in rows:
+        r["scores"]["stage1"] = (np.asarray(r["scores"]["stage1"]) / (1 + len(args.mean_with))).tolist()
     limits = data.get("scopes", {"all": None})
-    print(f"# Stage 1's track-record blend, replayed on {args.scores}\n")
+    mean = f" (predictions averaged with {', '.join(args.mean_with)})" if args.mean_with else ""
+    print(f"# Stage 1's track-record blend, replayed on {args.scores}{mean}\n")
     print(f"{len(rows)} held-out targets of {len({r['family'] for r in rows})} families; run: "
           f"`{data.get('command', '?')}`. Weighted tau (true order) and top-1 regret (points), mean over targets; "
           "Δ: paired difference to equal target weights (temperature inf) at the same weight, 95% bootstrap over targets.\n")
