@@ -105,7 +105,7 @@ def _similarity_table(rows: list[dict], limits: dict[str, int | None]) -> None:
     """Target weights that also read the query embedding's similarity to each record target."""
     weight = WEIGHTS[1]
     default = replay(rows, TARGET_TEMPERATURE, weight, limits)
-    emoji = replay(rows, TARGET_TEMPERATURE, weight, {"all": None}, ranked=lambda f: not f.startswith("glyphs"))
+    non_glyph = replay(rows, TARGET_TEMPERATURE, weight, {"all": None}, ranked=lambda f: not f.startswith("glyphs"))
     print(f"\nWith the query embedding's similarity to each record target (weight {weight:g}); Δ: paired difference "
           f"to profile weights alone (temperature {TARGET_TEMPERATURE:g}, the default), 95% bootstrap over targets; "
           "last column: tau over every candidate of the held-out targets of the other families (emoji, digits).\n")
@@ -119,7 +119,7 @@ def _similarity_table(rows: list[dict], limits: dict[str, int | None]) -> None:
             rng = np.random.default_rng(0)
             cells = [f"{got[s][0].mean():.3f} | " + _interval(got[s][0] - default[s][0], rng) for s in limits]
             print(f"| {temperature:g} | {sim_t:g} | " + " | ".join(cells) + f" | {other['all'][0].mean():.3f} |")
-    print(f"\n(profile weights alone, non-glyph targets: {emoji['all'][0].mean():.3f})")
+    print(f"\n(profile weights alone, non-glyph targets: {non_glyph['all'][0].mean():.3f})")
 
 
 def main() -> None:

@@ -28,10 +28,10 @@ from tans.bench import (
 )
 from tans.bench.methods import SEARCHER_VARIANTS
 from tans.bench.protocol import _fit_searchers
-from tans.searcher.track_record import TARGET_TEMPERATURE
 from tans.cli.main import main
 from tans.data import load_dataset
 from tans.data.catalogue import get_task
+from tans.searcher.track_record import TARGET_TEMPERATURE
 from tans.zoo import Zoo
 from tans.zoo.transfer import TransferConfig
 
