@@ -133,6 +133,9 @@ def test_plan_covers_the_other_models_with_a_few_targets_each(records_zoo):
     assert all(len(per_model[m]) == len(set(per_model[m])) == 2 for m in others)
     counts = [sum(t in per_model[m] for m in others) for t in targets]
     assert max(counts) - min(counts) <= 1  # every target gets about as many of the others
+    # a larger k extends each model's targets: the records of a smaller k stay in the plan
+    fewer = {u.id for u in plan_transfers(zoo, replace(dense, targets_per_other_model=1))[0]}
+    assert fewer < {u.id for u in units} and len(fewer) == len(targets) + len(others)
     with pytest.raises(TansError, match="'targets_per_other_model' must be 0 or more, got -1"):
         TransferConfig(targets_per_other_model=-1)
 

@@ -266,12 +266,14 @@ def plan_transfers(zoo: Zoo, config: TransferConfig) -> tuple[list[TransferUnit]
         datasets[name] = dataset
     pairs = [(name, model_id) for name in datasets for model_id in model_ids]
     if config.targets_per_other_model:
-        # each other model takes the next k targets of one fixed shuffle: every target gets about
-        # as many of them as any other, and each model a mix of families
+        # each other model takes k consecutive targets of one fixed shuffle, from a start spread
+        # evenly over it: every target gets about as many of them as any other, each model a mix
+        # of families, and the start does not depend on k, so a run with a larger k extends each
+        # model's targets and keeps the records of the smaller one
         others = sorted(e.id for e in zoo.entries() if not e.flagged and e.id not in set(model_ids))
         names = [list(datasets)[i] for i in np.random.default_rng(0).permutation(len(datasets))]
-        k = min(config.targets_per_other_model, len(names))
-        pairs += [(names[(i * k + j) % len(names)], model_id) for i, model_id in enumerate(others) for j in range(k)]
+        n, k = len(names), min(config.targets_per_other_model, len(names))
+        pairs += [(names[(i * n // len(others) + j) % n], model_id) for i, model_id in enumerate(others) for j in range(k)]
         model_ids = [*model_ids, *others]
     units = []
     for name, model_id in pairs:
