@@ -13,6 +13,8 @@ that holds 0 is a tie), then the held-out glyph targets ranked with the records 
 only and of the other targets only. When the file holds each held-out target's query-embedding
 similarity to the fold's record targets (``--keep-scores`` since commit 5a19e60), it also replays
 target weights that add that similarity, over a temperature, to the profile's softmax logits.
+``--records-per-model`` replays instead the track records of the models recorded on most targets
+read from at most n of them, which chose how many targets every model of the benchmark zoo gets.
 Ranking does not depend on the blend's fitted scale, so none is fitted.
 The level and spread of the predictor's lifts are read over the target's candidates (a search
 reads them over the zoo's models). Numbers here chose the defaults, so they are validation
@@ -23,7 +25,8 @@ Rerun (seconds)::
     git show c0d1670:benchmarks/results/searcher_quality.json > predictor-alone.json
     .venv/bin/python benchmarks/track_record_replay.py predictor-alone.json  # -> track_record_replay.md
     .venv/bin/python benchmarks/track_record_replay.py benchmarks/results/searcher_quality_predictor_alone.json
-    # -> stage1_levers_rejected.md (add --mean-with FILE of a run with "seed": 1); that input came from (9 minutes on 2 cores):
+    # -> stage1_levers_rejected.md (add --mean-with FILE of a run with "seed": 1; --records-per-model:
+    # -> records_per_model.md); that input came from (9 minutes on 2 cores):
     .venv/bin/python benchmarks/searcher_quality.py --zoo zoo-bench --workers 2 --no-probes --keep-scores \
         --searcher-json '{"use_track_record": false, "probe_k": 0}' --out DIR
 """
@@ -62,17 +65,26 @@ def _records_table(rows: list[dict]) -> tuple[TransferTable, dict[str, int]]:
 def replay(rows: list[dict], temperature: float, weight: float, limits: dict[str, int | None],
            records_of: Callable[[str], bool] = lambda family: True,
            ranked: Callable[[str], bool] = lambda family: True,
-           similarity_temperature: float = math.inf) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+           similarity_temperature: float = math.inf, at_most: int | None = None, seed: int = 0,
+           models: set[str] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per scope, each target's (weighted tau, top-1 regret in points) of the blended stage 1.
 
     ``records_of`` keeps the record targets of the families it accepts, ``ranked`` the held-out
     targets of the families it accepts. ``similarity_temperature`` weighs the record targets by
     the fold's query-embedding similarity too (rows written with it: ``scores["similarity"]``).
+    ``at_most`` keeps each model's standings on at most that many record targets (a random draw
+    of ``seed``), ``models`` ranks only those candidates (default: every one).
     """
     table, col = _records_table(rows)
     kept = {f: standing_rows(table, [t for t, g in enumerate(table.families) if g != f and records_of(g)])
             for f in set(table.families)}
     held = {f: standings(table, k) for f, k in kept.items()}
+    if at_most is not None:
+        rng = np.random.default_rng(seed)
+        for z in held.values():
+            for m in range(z.shape[1]):
+                seen = np.flatnonzero(~np.isnan(z[:, m]))
+                z[rng.choice(seen, max(len(seen) - at_most, 0), replace=False), m] = np.nan
     out: dict[str, list[tuple[float, float]]] = {scope: [] for scope in limits}
     for row in (r for r in rows if ranked(r["family"])):
         s = row["scores"]
@@ -87,8 +99,9 @@ def replay(rows: list[dict], temperature: float, weight: float, limits: dict[str
             weights = weights * np.exp((similarity - similarity.max()) / similarity_temperature)
             weights /= weights.mean()
         score = lift + weight * lift.std() * track_record(z, weights)[cols]
+        scored = np.ones(len(acc), bool) if models is None else np.isin(s["ids"], list(models))
         for scope, limit in limits.items():
-            keep = np.ones(len(acc), bool) if limit is None else np.asarray(s["params"]) <= limit
+            keep = scored & (np.ones(len(acc), bool) if limit is None else np.asarray(s["params"]) <= limit)
             if keep.sum() >= 2:
                 a, o = acc[keep], score[keep]
                 out[scope].append((weightedtau(a, o, rank=None)[0], 100 * (a.max() - a[np.argmax(o)])))
@@ -122,11 +135,37 @@ def _similarity_table(rows: list[dict], limits: dict[str, int | None]) -> None:
     print(f"\n(profile weights alone, non-glyph targets: {non_glyph['all'][0].mean():.3f})")
 
 
+def _records_per_model_table(rows: list[dict], limits: dict[str, int | None]) -> None:
+    """How a track record's worth grows with the number of targets a model was fine-tuned on."""
+    table, _ = _records_table(rows)
+    counts = (~np.isnan(table.accuracy)).sum(axis=0)
+    most = counts.max()
+    full = {m for m, n in zip(table.entries, counts) if n >= most // 2}
+    print(f"# Track records of fewer targets per model, replayed on {len(rows)} held-out targets\n")
+    print(f"Records per model in the file: {', '.join(f'{n}: {c} models' for n, c in zip(*np.unique(counts, return_counts=True)))}. "
+          f"Ranked: the {len(full)} models with {most // 2} records or more, each keeping its standings on at most n "
+          "random targets of the fold's records (3 draws, mean); weight and temperature the defaults; "
+          "Δ: paired difference to every record, 95% bootstrap over targets.\n")
+    every = replay(rows, TARGET_TEMPERATURE, WEIGHTS[1], limits, models=full)
+    print(f"| records per model (at most) | {' | '.join(f'tau {s} | Δ tau {s}' for s in limits)} |\n|" + "---|" * (1 + 2 * len(limits)))
+    print("| every one | " + " | ".join(f"{every[s][0].mean():.3f} | -" for s in limits) + " |")
+    for n in (24, 12, 6, 3, 1, 0):
+        draws = [replay(rows, TARGET_TEMPERATURE, WEIGHTS[1], limits, at_most=n, seed=d, models=full) for d in range(3)]
+        rng = np.random.default_rng(0)
+        cells = []
+        for s in limits:
+            tau = np.mean([d[s][0] for d in draws], axis=0)
+            cells.append(f"{tau.mean():.3f} | " + _interval(tau - every[s][0], rng))
+        print(f"| {n} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("scores", help="searcher_quality.json of the predictor alone, written with --keep-scores")
     parser.add_argument("--mean-with", nargs="*", default=[], metavar="SCORES",
                         help="more such files of the same records (other seeds): replay the mean of their predictions")
+    parser.add_argument("--records-per-model", action="store_true",
+                        help="only replay track records read from fewer targets per model (records_per_model.md)")
     args = parser.parse_args()
     with open(args.scores) as fh:
         data = json.load(fh)
@@ -143,6 +182,9 @@ def main() -> None:
     for r in rows:
         r["scores"]["stage1"] = (np.asarray(r["scores"]["stage1"]) / (1 + len(args.mean_with))).tolist()
     limits = data.get("scopes", {"all": None})
+    if args.records_per_model:
+        _records_per_model_table(rows, limits)
+        return
     mean = f" (predictions averaged with {', '.join(args.mean_with)})" if args.mean_with else ""
     print(f"# Stage 1's track-record blend, replayed on {args.scores}{mean}\n")
     print(f"{len(rows)} held-out targets of {len({r['family'] for r in rows})} families; run: "
