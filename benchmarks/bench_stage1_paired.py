@@ -79,8 +79,9 @@ def main() -> None:
           "against the pool's fine-tuned accuracy (mean over seeds) of the members within the cell's budget, "
           "mean over cells; B - A: paired difference, 95% bootstrap interval over cells. "
           f"B's scores differ from those the run stored for its stage 1 by at most {worst:.1e}. The accuracies are "
-          "read as results.json stores them (6 decimals), so members of equal mean accuracy tie; the run's own "
-          "taus read unrounded means, where float rounding can order them, and so differ slightly.\n")
+          "read as results.json stores them (6 decimals), so members of equal mean accuracy tie; a run's own "
+          "taus from before the bench tied them too (2026-12-04) read unrounded means, where float rounding "
+          "can order them, and so differ slightly.\n")
     print("| convention | epochs | A | B | B - A | B's mean, 95% interval |\n|---|---|---|---|---|---|")
     for convention in TAU_CONVENTIONS:
         for e in epochs:

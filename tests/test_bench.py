@@ -106,6 +106,10 @@ def test_weighted_tau_both_conventions_by_hand():
     assert weighted_tau([1, 2, 3], [0.1, 0.2, 0.3]) == pytest.approx({"symmetric": 1.0, "true_order": 1.0})
     assert weighted_tau([3, 2, 1], [0.1, 0.2, 0.3]) == pytest.approx({"symmetric": -1.0, "true_order": -1.0})
     assert all(math.isnan(v) for v in weighted_tau([1, 2], [0.5, 0.5]).values())
+    # means of the same seed accuracies in another order tie, though their floats differ
+    a, b = np.mean([0.1, 0.2, 0.3]), np.mean([0.3, 0.2, 0.1])
+    assert a != b
+    assert weighted_tau([1, 2, 3, 4], [0.1, a, b, 0.4]) == weighted_tau([1, 2, 3, 4], [0.1, 0.2, 0.2, 0.4])
     with pytest.raises(TansError, match="as many scores as accuracies"):
         weighted_tau([1, 2], [0.5])
 

@@ -114,7 +114,9 @@ def weighted_tau(score: Sequence[float], acc: Sequence[float]) -> dict[str, floa
         If the lengths differ.
     """
     score = np.asarray(score, dtype=np.float64)
-    acc = np.asarray(acc, dtype=np.float64)
+    # accuracies are means over seeds: equal ones summed in another order differ in the last bit,
+    # which would rank a tie
+    acc = np.round(np.asarray(acc, dtype=np.float64), 12)
     if score.shape != acc.shape:
         raise TansError(f"weighted_tau needs as many scores as accuracies, got {score.size} and {acc.size}.")
     if score.size < 2 or np.ptp(score) == 0 or np.ptp(acc) == 0:
