@@ -26,6 +26,7 @@ import numpy as np
 
 from tans.bench.metrics import TAU_CONVENTIONS, weighted_tau
 from tans.data import load_dataset
+from tans.errors import TansError
 from tans.searcher import Searcher
 from tans.zoo import Zoo
 
@@ -51,9 +52,12 @@ def main() -> None:
     args = parser.parse_args()
     with open(args.results) as fh:
         run = json.load(fh)
-    zoo = Zoo.open(args.zoo)
+    try:
+        zoo = Zoo.open(args.zoo)
+        searchers = {"a": Searcher.load(args.a), "b": Searcher.load(args.b)}
+    except TansError as exc:
+        raise SystemExit(str(exc)) from None
     entries = {e.id: e for e in zoo.entries()}
-    searchers = {"a": Searcher.load(args.a), "b": Searcher.load(args.b)}
     epochs = sorted({int(e) for cell in run["cells"] for e in next(iter(cell["tau"].values()))})
     taus: dict[tuple[str, str, int], list[float]] = defaultdict(list)  # (searcher, convention, epochs) -> per cell
     families, worst = [], 0.0
@@ -63,6 +67,8 @@ def main() -> None:
         if not stored:
             continue
         members = list(stored)
+        if missing := [m for m in members if m not in entries]:
+            raise SystemExit(f"{args.zoo} lacks pool member {missing[0]} of {cell['dataset']}; pass the zoo of that bench run.")
         dataset = datasets.setdefault(cell["dataset"], load_dataset(cell["dataset"]))
         acc = {m["id"]: m for m in cell["pool"]}
         families.append(cell["family"])
@@ -74,6 +80,8 @@ def main() -> None:
                 tau = weighted_tau(scores, [acc[m][f"acc@{e}"] for m in members])
                 for convention in TAU_CONVENTIONS:
                     taus[key, convention, e].append(tau[convention])
+    if not families:
+        raise SystemExit(f"{args.results} stores no stage-1 scores of pool members; rerun it with a tans bench that keeps them.")
     print(f"# Stage 1 of two searchers on the pools of {args.results}\n")
     print(f"{len(families)} cells; A: {args.label_a} (`{args.a}`), B: {args.label_b} (`{args.b}`). Weighted tau "
           "against the pool's fine-tuned accuracy (mean over seeds) of the members within the cell's budget, "
